@@ -1,0 +1,1 @@
+"""Geometry presets (JSON), installed as the package ``monai_gnerf.presets``."""

@@ -1,0 +1,18 @@
+"""Example data shipped with monai-gnerf (see ``example_ct_path``)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["example_ct_path", "example_mask_path"]
+
+
+def example_ct_path() -> Path:
+    """Path of the embedded example chest CT (NIfTI, int16 HU, 2.5 mm isotropic)."""
+    return Path(str(resources.files(__name__).joinpath("example_chest_ct.nii.gz")))
+
+
+def example_mask_path() -> Path:
+    """Path of the example CT's segmentation label map (same grid as the CT)."""
+    return Path(str(resources.files(__name__).joinpath("example_chest_mask.nii.gz")))

