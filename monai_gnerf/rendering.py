@@ -47,6 +47,7 @@ __all__ = [
 
 RenderMethod = Literal["joseph", "trilinear", "siddon"]
 _DEFAULT_CHUNK = 1 << 23  # ~8M samples, ~100-300 MB of temporaries
+_JOSEPH_SLAB = 64  # slices per grid_sample call in Joseph's method (cache-sized, ~2x faster than one call)
 
 
 def volume_center_mm(affine: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -156,19 +157,24 @@ def _joseph(slices: torch.Tensor, axis: int, o: torch.Tensor, d: torch.Tensor) -
 
     ``slices`` is the volume with ``axis`` moved first, shaped ``(N_axis, 1, H, W)`` where H and
     W are the remaining axes in increasing order. Each ray takes one bilinear sample per slice,
-    weighted by the path length per slice (mm); samples outside the voxel box count as zero,
-    which also zeroes rays that miss the volume.
+    weighted by the path length per slice (mm). Outside its voxel box the volume is zero (the
+    outer half-voxel rim interpolates towards zero), which also zeroes rays that miss it.
     """
-    others = [a for a in range(3) if a != axis]
-    n_axis, _, nb, nc = slices.shape
-    m = torch.arange(n_axis, dtype=o.dtype, device=o.device)
-    t = (m[:, None] - o[None, :, axis]) / d[None, :, axis]  # (N_axis, R), mm
-    b = o[None, :, others[0]] + t * d[None, :, others[0]]
-    c = o[None, :, others[1]] + t * d[None, :, others[1]]
-    grid = torch.stack([_normalized(c, nc), _normalized(b, nb)], dim=-1)[:, :, None, :]
-    values = F.grid_sample(slices, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0, :, 0]
-    inside = (b >= -0.5) & (b <= nb - 0.5) & (c >= -0.5) & (c <= nc - 0.5)
-    return (values * inside).sum(dim=0) / d[:, axis].abs()
+    others = [a for a in range(3) if a != axis][::-1]  # grid_sample wants (W, H) order
+    n_axis, _, height, width = slices.shape
+    scale = torch.tensor([2.0 / (width - 1), 2.0 / (height - 1)], dtype=o.dtype, device=o.device)
+    slope = d[:, others] / d[:, axis : axis + 1]  # lateral index change per slice
+    base = (o[:, others] - o[:, axis : axis + 1] * slope) * scale - 1.0
+    slope = (slope * scale)[None]
+    total = o.new_zeros(o.shape[0])
+    for start in range(0, n_axis, _JOSEPH_SLAB):  # slabs of slices keep the sample grid in cache
+        m = torch.arange(start, min(start + _JOSEPH_SLAB, n_axis), dtype=o.dtype, device=o.device)[:, None, None]
+        grid = torch.addcmul(base[None], m, slope)  # (slab, R, 2)
+        values = F.grid_sample(
+            slices[start : start + _JOSEPH_SLAB], grid[:, :, None, :], padding_mode="zeros", align_corners=True
+        )
+        total = total + values.sum(dim=0).view(-1)
+    return total / d[:, axis].abs()
 
 
 def _check_volume(volume: torch.Tensor) -> None:

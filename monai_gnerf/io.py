@@ -1,0 +1,172 @@
+"""Reading CT volumes and acquisition geometry; writing outputs without leaving partial files.
+
+CT volumes are read through MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for DICOM series, NRRD
+and MHA) as ``MetaTensor``s in HU whose affine maps voxel indices to RAS millimetres. Every
+failure a user can fix raises :class:`~monai_gnerf.errors.VolumeError` with one sentence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pydicom
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+
+from monai_gnerf.errors import GeometryError, VolumeError
+from monai_gnerf.geometry import ProjectionGeometry
+
+__all__ = ["load_ct", "dicom_series_files", "geometry_from_dicom", "atomic_output_dir", "atomic_output_file"]
+
+MIN_SPACING_MM = 0.01
+MAX_SPACING_MM = 50.0
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def dicom_series_files(folder: Path) -> list[Path]:
+    """The files of the single DICOM series in ``folder``.
+
+    Raises:
+        VolumeError: the folder holds no readable DICOM file, or more than one series.
+    """
+    series: dict[str, list[Path]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        uid = str(header.get("SeriesInstanceUID", "unknown"))
+        series.setdefault(uid, []).append(path)
+    if not series:
+        raise VolumeError(f"no DICOM files found in folder {folder}")
+    if len(series) > 1:
+        sizes = ", ".join(f"{uid} ({len(files)} files)" for uid, files in series.items())
+        raise VolumeError(f"folder {folder} mixes {len(series)} DICOM series: {sizes}; give one series per folder.")
+    return next(iter(series.values()))
+
+
+def _reader_for(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "ITKReader"
+    if name.endswith(_NIFTI_SUFFIXES):
+        return "NibabelReader"
+    if name.endswith(_ITK_SUFFIXES) or name.endswith(".dcm"):
+        return "ITKReader"
+    raise VolumeError(f"unsupported CT file type: {path.name} (use NIfTI, NRRD, MHA or a DICOM series folder).")
+
+
+def _validate_ct(image: MetaTensor, path: Path) -> None:
+    if image.ndim != 3:
+        raise VolumeError(f"{path} is not a 3D volume: shape {tuple(image.shape)}.")
+    if min(image.shape) < 2:
+        raise VolumeError(f"{path} has fewer than 2 voxels along an axis: shape {tuple(image.shape)}.")
+    if not torch.isfinite(image).all():
+        raise VolumeError(f"{path} contains NaN or infinite voxel values.")
+    spacing = torch.linalg.vector_norm(image.affine[:3, :3], dim=0)
+    if not ((spacing >= MIN_SPACING_MM) & (spacing <= MAX_SPACING_MM)).all():
+        raise VolumeError(
+            f"{path} has an absurd voxel spacing {[round(float(s), 4) for s in spacing]} mm "
+            f"(expected {MIN_SPACING_MM}-{MAX_SPACING_MM} mm)."
+        )
+
+
+def load_ct(path: str | Path) -> MetaTensor:
+    """Load a CT volume in HU with its RAS affine.
+
+    Args:
+        path: a NIfTI/NRRD/MHA file or a folder holding one DICOM series.
+
+    Returns:
+        ``MetaTensor`` of shape ``(I, J, K)``, float32 HU, ``.affine`` voxel index -> RAS mm.
+
+    Raises:
+        VolumeError: missing path, empty or mixed DICOM folder, unreadable file, not 3D,
+            NaN/inf voxels, or absurd spacing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"CT not found: {path}")
+    if path.is_dir():
+        dicom_series_files(path)  # one series, or a clear error; ITK then reads the folder
+    loader = LoadImage(reader=_reader_for(path), image_only=True, dtype=np.float32)
+    try:
+        image = loader(path)
+    except Exception as err:  # readers raise many types; the user needs the file and the reason
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VolumeError(f"could not read CT {path}: {reason}") from None
+    image = image.squeeze() if image.ndim > 3 else image
+    _validate_ct(image, path)
+    return image
+
+
+def geometry_from_dicom(path: str | Path, base: ProjectionGeometry) -> ProjectionGeometry:
+    """Override a geometry's distances and pixel spacing with DICOM tags, where present.
+
+    Reads DistanceSourceToDetector (0018,1110), DistanceSourceToPatient (0018,1111) and
+    ImagerPixelSpacing (0018,1164) from a DICOM file (or the first file of a series folder), as
+    MedNeRF did; absent tags keep the ``base`` values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"DICOM not found: {path}")
+    first = dicom_series_files(path)[0] if path.is_dir() else path
+    try:
+        ds = pydicom.dcmread(first, stop_before_pixels=True)
+    except (pydicom.errors.InvalidDicomError, OSError, EOFError) as err:
+        raise VolumeError(f"could not read DICOM header of {first}: {err}") from None
+    changes: dict[str, object] = {}
+    if "DistanceSourceToDetector" in ds:
+        changes["source_to_detector_mm"] = float(ds.DistanceSourceToDetector)
+    if "DistanceSourceToPatient" in ds:
+        changes["source_to_isocenter_mm"] = float(ds.DistanceSourceToPatient)
+    if "ImagerPixelSpacing" in ds:
+        changes["pixel_spacing_mm"] = tuple(float(s) for s in ds.ImagerPixelSpacing)
+    if changes and base.beam == "parallel":
+        raise GeometryError("DICOM source distances describe a cone beam; use a cone-beam base geometry.")
+    return replace(base, **changes)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Write into a temporary sibling folder, then move its files into ``out_dir`` on success.
+
+    On any error (or Ctrl-C) the temporary folder is removed, so no partial output is left.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield staging
+        out_dir.mkdir(exist_ok=True)
+        for item in staging.iterdir():
+            target = out_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix="".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
