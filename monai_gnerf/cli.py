@@ -13,6 +13,7 @@ from pathlib import Path
 import fire
 import torch
 
+from monai_gnerf.data import example_ct_path
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
 from monai_gnerf.io import load_ct
@@ -21,6 +22,11 @@ from monai_gnerf.projections import save_projections
 from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
 
 __all__ = ["Commands", "main"]
+
+
+def _ct_path(ct: str) -> Path:
+    """The CT path, with ``example`` standing for the embedded example chest CT."""
+    return example_ct_path() if ct == "example" else Path(ct)
 
 
 def _device(name: str) -> torch.device:
@@ -68,7 +74,8 @@ class Commands:
         OUT/geometry.json (with the isocenter resolved to the CT centre) and OUT/projections.json.
 
         Args:
-            ct: CT volume in HU: NIfTI, NRRD or MHA file, or a folder with one DICOM series.
+            ct: CT volume in HU: NIfTI, NRRD or MHA file, a folder with one DICOM series, or
+                'example' for the embedded example chest CT.
             geometry: preset name (see `monai-gnerf presets`) or a geometry JSON file.
             out: output folder.
             method: 'joseph' (fast), 'trilinear' (ray marching, see --step_mm) or 'siddon' (exact voxel lengths).
@@ -79,7 +86,8 @@ class Commands:
             seed: random seed for the noise.
         """
         geo = load_geometry(geometry)
-        volume = load_ct(ct).to(_device(device))
+        ct_path = _ct_path(ct)
+        volume = load_ct(ct_path).to(_device(device))
         mu = HUToAttenuation(mu_water_per_mm)(volume)
         with torch.no_grad():
             drr = GenerateDRR(geo, method=method, step_mm=step_mm, progress=True)(mu)
@@ -87,7 +95,7 @@ class Commands:
             drr = add_detector_noise(drr, i0_photons=noise_i0, generator=torch.Generator(drr.device).manual_seed(seed))
         resolved = load_geometry(drr.meta["geometry"])
         extra = {
-            "source": str(Path(ct).resolve()),
+            "source": str(ct_path.resolve()),
             "method": method,
             "mu_water_per_mm": mu_water_per_mm,
             "noise_i0": noise_i0,
