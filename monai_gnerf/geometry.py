@@ -300,24 +300,41 @@ class ProjectionGeometry:
             torch.stack(directions).to(device=device, dtype=dtype),
         )
 
+    def projection_matrix(self, view: int) -> torch.Tensor:
+        """3x4 matrix ``P`` (float64) with ``(row * w, col * w, w) = P @ (x, y, z, 1)`` for world mm.
+
+        ``w`` is the depth along the central ray for cone beam (pinhole model) and 1 for parallel
+        beam; ``(row, col)`` are continuous pixel coordinates (pixel centres at integers).
+        """
+        f = self.frame(view)
+        rows, cols = self.detector_shape
+        dv, du = self.pixel_spacing_mm
+        off_v, off_u = self.detector_offset_mm
+        matrix = torch.zeros(3, 4, dtype=torch.float64)
+        if self.beam == "cone":
+            sdd = float(self.source_to_detector_mm)  # type: ignore[arg-type]
+            depth = torch.cat([f.n, -(f.n @ f.source_mm)[None]])
+            for i, (axis, pitch, offset, size) in enumerate(((f.v, dv, off_v, rows), (f.u, du, off_u, cols))):
+                lateral = torch.cat([axis, -(axis @ f.source_mm)[None]])
+                matrix[i] = sdd / pitch * lateral + ((size - 1) / 2.0 - offset / pitch) * depth
+            matrix[2] = depth
+        else:
+            iso = f.source_mm
+            for i, (axis, pitch, offset, size) in enumerate(((f.v, dv, off_v, rows), (f.u, du, off_u, cols))):
+                matrix[i, :3] = axis / pitch
+                matrix[i, 3] = -(axis @ iso) / pitch - offset / pitch + (size - 1) / 2.0
+            matrix[2, 3] = 1.0
+        return matrix
+
     def project_points(self, points_mm: torch.Tensor, view: int) -> torch.Tensor:
         """Continuous detector coordinates ``(row, col)`` (pixel units) of world points (mm).
 
-        Uses the pinhole formula for cone beam (the point is scaled by SDD over its depth along
-        the central ray) and orthogonal projection for parallel beam.
+        The pinhole formula for cone beam (scaled by SDD over the depth along the central ray),
+        orthogonal projection for parallel beam; see :meth:`projection_matrix`.
         """
-        f = self.frame(view)
-        p = points_mm.to(torch.float64) - f.source_mm
-        if self.beam == "cone":
-            depth = p @ f.n
-            scale = float(self.source_to_detector_mm) / depth  # type: ignore[arg-type]
-            on_plane = f.source_mm + p * scale[..., None] - f.detector_center_mm
-        else:
-            on_plane = p - (p @ f.n)[..., None] * f.n + f.source_mm - f.detector_center_mm
-        rows, cols = self.detector_shape
-        row = on_plane @ f.v / self.pixel_spacing_mm[0] + (rows - 1) / 2.0
-        col = on_plane @ f.u / self.pixel_spacing_mm[1] + (cols - 1) / 2.0
-        return torch.stack([row, col], dim=-1)
+        matrix = self.projection_matrix(view).to(points_mm.device)
+        h = points_mm.to(torch.float64) @ matrix[:, :3].T + matrix[:, 3]
+        return h[..., :2] / h[..., 2:3]
 
 
 def list_presets() -> list[str]:
