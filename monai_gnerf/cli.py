@@ -7,26 +7,19 @@ Ctrl-C exits with status 130 and leaves no partial output.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import fire
 import torch
 
-from monai_gnerf.data import example_ct_path
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
-from monai_gnerf.io import load_ct
-from monai_gnerf.physics import MU_WATER_PER_MM, add_detector_noise
-from monai_gnerf.projections import save_projections
-from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
+from monai_gnerf.physics import MU_WATER_PER_MM
+from monai_gnerf.workflows import reconstruct_folder, simulate_drrs, sparse_view_demo
 
 __all__ = ["Commands", "main"]
-
-
-def _ct_path(ct: str) -> Path:
-    """The CT path, with ``example`` standing for the embedded example chest CT."""
-    return example_ct_path() if ct == "example" else Path(ct)
 
 
 def _device(name: str) -> torch.device:
@@ -63,6 +56,7 @@ class Commands:
         out: str = "drr_out",
         method: str = "joseph",
         step_mm: float | None = None,
+        views: int | None = None,
         mu_water_per_mm: float = MU_WATER_PER_MM,
         noise_i0: float | None = None,
         device: str = "cpu",
@@ -80,34 +74,83 @@ class Commands:
             out: output folder.
             method: 'joseph' (fast), 'trilinear' (ray marching, see --step_mm) or 'siddon' (exact voxel lengths).
             step_mm: ray-marching step in mm for 'trilinear' (default: half the smallest voxel spacing).
+            views: if set, replace the geometry's angles by this many views evenly over 360 degrees.
             mu_water_per_mm: attenuation of water in 1/mm used for HU -> attenuation.
             noise_i0: if set, add Poisson noise with this many photons per pixel plus electronic noise.
             device: 'cpu' or 'cuda'.
             seed: random seed for the noise.
         """
-        geo = load_geometry(geometry)
-        ct_path = _ct_path(ct)
-        volume = load_ct(ct_path).to(_device(device))
-        mu = HUToAttenuation(mu_water_per_mm)(volume)
-        with torch.no_grad():
-            drr = GenerateDRR(geo, method=method, step_mm=step_mm, progress=True)(mu)
-        if noise_i0 is not None:
-            drr = add_detector_noise(drr, i0_photons=noise_i0, generator=torch.Generator(drr.device).manual_seed(seed))
-        resolved = load_geometry(drr.meta["geometry"])
-        extra = {
-            "source": str(ct_path.resolve()),
-            "method": method,
-            "mu_water_per_mm": mu_water_per_mm,
-            "noise_i0": noise_i0,
-            "volume_affine": volume.affine.tolist(),
-            "volume_shape": list(volume.shape),
-        }
-        save_projections(out, drr, resolved, extra)
-        print(f"wrote {resolved.num_views} DRRs of {resolved.detector_shape[0]}x{resolved.detector_shape[1]} to {out}")
+        out_dir = simulate_drrs(
+            ct, geometry, out, method, step_mm, mu_water_per_mm, noise_i0, views, _device(device), seed  # type: ignore[arg-type]
+        )
+        print(f"wrote DRRs to {out_dir}")
+
+    def reconstruct(
+        self,
+        projections: str,
+        out: str = "reconstruction.nii.gz",
+        method: str = "grid",
+        mask: str = "silhouette",
+        budget_s: float | None = 120.0,
+        iterations: int = 1500,
+        spacing_mm: float | None = None,
+        units: str = "hu",
+        work_dir: str | None = None,
+        tensorboard_dir: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        """Reconstruct a CT volume from a projection folder (as written by `monai-gnerf drr`).
+
+        The folder needs geometry.json and projections.nii.gz (or PNG views). The volume is written
+        as NIfTI on the source CT's grid when the folder records it (so it overlays the CT), else on
+        the detector's field of view around the isocenter.
+
+        Args:
+            projections: projection folder.
+            out: output NIfTI path.
+            method: 'grid' (multi-resolution grid field, default), 'naf' (hash grid + MLP),
+                'nerf' (frequency-encoded MLP) or 'fdk' (analytic FDK/FBP).
+            mask: 'silhouette' (carved from the projections, 3 mm margin), 'none', or a mask file.
+            budget_s: wall-time budget in seconds (training methods).
+            iterations: iteration budget (training methods).
+            spacing_mm: output voxel size in mm (default: the data's natural resolution).
+            units: 'hu' or 'mu' (attenuation in 1/mm).
+            work_dir: folder for checkpoints; a run there resumes from its last checkpoint.
+            tensorboard_dir: write TensorBoard logs here.
+            device: 'cpu' or 'cuda'.
+        """
+        result = reconstruct_folder(
+            projections, out, method, mask, budget_s, iterations, spacing_mm, units,  # type: ignore[arg-type]
+            work_dir, tensorboard_dir, _device(device),
+        )  # fmt: skip
+        print(f"wrote {out} ({result.iterations} iterations, {result.seconds:.0f} s)")
+
+    def demo(
+        self, out: str = "outputs/demo", views: int = 20, budget_s: float = 90.0, spacing_mm: float = 3.0, device: str = "cpu"
+    ) -> None:
+        """The main job: sparse-view reconstruction of the embedded example chest CT.
+
+        Simulates VIEWS cone-beam X-rays, reconstructs with FDK and with our masked grid field,
+        and writes truth/fdk/grid NIfTI volumes (HU, overlaying the CT), figure.png and metrics.json.
+
+        Args:
+            out: output folder.
+            views: number of projections over 360 degrees.
+            budget_s: training time budget in seconds.
+            spacing_mm: voxel size of the reconstruction grid, mm.
+            device: 'cpu' or 'cuda'.
+        """
+        summary = sparse_view_demo(out, views, budget_s, spacing_mm, device=_device(device))
+        for name, values in summary["metrics"].items():
+            print(f"{name:5s} 3D PSNR {values['psnr_3d']:.2f} dB  SSIM {values['ssim_3d']:.3f}  ({values['seconds']:.0f} s)")
+        for name, path in summary["outputs"].items():
+            print(f"{name:8s} {path}")
+        print(f"metrics  {Path(out) / 'metrics.json'}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs :class:`Commands` and turns user errors into one-line messages."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         fire.Fire(Commands, command=argv, name="monai-gnerf")
     except GnerfInputError as err:

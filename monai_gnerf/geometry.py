@@ -232,6 +232,13 @@ class ProjectionGeometry:
         tilts = None if self.tilt_deg is None else tuple(self.tilt_deg[i] for i in views)
         return replace(self, angles_deg=tuple(self.angles_deg[i] for i in views), tilt_deg=tilts)
 
+    def with_uniform_angles(self, num_views: int, arc_deg: float = 360.0, start_deg: float = 0.0) -> ProjectionGeometry:
+        """Copy with ``num_views`` angles evenly spaced over ``arc_deg`` (endpoint excluded), no tilt."""
+        if num_views < 1:
+            raise GeometryError(f"num_views must be at least 1, got {num_views}.")
+        angles = tuple(start_deg + arc_deg * i / num_views for i in range(num_views))
+        return replace(self, angles_deg=angles, tilt_deg=None)
+
     # ------------------------------------------------------------------ frames and rays
     def _require_isocenter(self) -> torch.Tensor:
         if self.isocenter_mm is None:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import torch
@@ -24,7 +25,14 @@ from monai.transforms import LoadImage
 from monai_gnerf.errors import GeometryError, VolumeError
 from monai_gnerf.geometry import ProjectionGeometry
 
-__all__ = ["load_ct", "dicom_series_files", "geometry_from_dicom", "atomic_output_dir", "atomic_output_file"]
+__all__ = [
+    "load_ct",
+    "dicom_series_files",
+    "geometry_from_dicom",
+    "save_volume",
+    "atomic_output_dir",
+    "atomic_output_file",
+]
 
 MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0
@@ -134,6 +142,17 @@ def geometry_from_dicom(path: str | Path, base: ProjectionGeometry) -> Projectio
     if changes and base.beam == "parallel":
         raise GeometryError("DICOM source distances describe a cone beam; use a cone-beam base geometry.")
     return replace(base, **changes)
+
+
+def save_volume(path: str | Path, volume: torch.Tensor, affine: torch.Tensor, dtype: type = np.float32) -> Path:
+    """Write a volume as NIfTI with its RAS affine (it overlays its source in any viewer), atomically."""
+    path = Path(path)
+    array = volume.detach().cpu().numpy().astype(dtype)
+    image = nib.Nifti1Image(array, np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu()))
+    image.header.set_xyzt_units("mm")
+    with atomic_output_file(path) as tmp:
+        nib.save(image, tmp)
+    return path
 
 
 @contextlib.contextmanager

@@ -46,11 +46,12 @@ class BodyMask(Transform):
     """Binary body/head mask of a CT (HU), dilated by a margin in mm (mNeRF uses 3 mm).
 
     Args:
-        threshold_hu: voxels above this are tissue (default -500 HU: between air and fat).
+        threshold_hu: voxels above this belong to the object (default -900 HU: above air and its
+            noise, so low-density padding and clothing stay inside and the projections agree).
         margin_mm: dilation margin, mm.
     """
 
-    def __init__(self, threshold_hu: float = -500.0, margin_mm: float = 3.0) -> None:
+    def __init__(self, threshold_hu: float = -900.0, margin_mm: float = 3.0) -> None:
         self.threshold_hu = threshold_hu
         self.margin_mm = margin_mm
 
@@ -81,7 +82,7 @@ class BodyMaskd(MapTransform):
         self,
         keys: KeysCollection,
         mask_key: str = "mask",
-        threshold_hu: float = -500.0,
+        threshold_hu: float = -900.0,
         margin_mm: float = 3.0,
         allow_missing_keys: bool = False,
     ) -> None:

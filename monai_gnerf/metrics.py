@@ -29,14 +29,17 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float) -> f
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def _gaussian_kernel(spatial_dims: int, sigma: float, size: int, dtype: torch.dtype, device) -> torch.Tensor:
-    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
-    g = torch.exp(-(x**2) / (2 * sigma**2))
+def _gaussian_blur(x: torch.Tensor, sigma: float, size: int) -> torch.Tensor:
+    """Separable Gaussian filter ("valid" region) of a ``(1, 1, *spatial)`` tensor."""
+    taps = torch.arange(size, dtype=x.dtype, device=x.device) - (size - 1) / 2.0
+    g = torch.exp(-(taps**2) / (2 * sigma**2))
     g = g / g.sum()
-    kernel = g
-    for _ in range(spatial_dims - 1):
-        kernel = kernel[..., None] * g
-    return kernel[None, None]
+    dims = x.ndim - 2
+    conv = F.conv3d if dims == 3 else F.conv2d
+    for axis in range(dims):
+        shape = [1, 1] + [size if a == axis else 1 for a in range(dims)]
+        x = conv(x, g.view(shape))
+    return x
 
 
 def ssim(
@@ -58,16 +61,14 @@ def ssim(
     """
     if prediction.shape != target.shape or prediction.ndim not in (2, 3):
         raise ValueError(f"ssim needs two 2D or 3D tensors of one shape, got {prediction.shape} and {target.shape}.")
-    dims = prediction.ndim
     size = min(kernel_size, *prediction.shape)
     size -= 1 - size % 2  # odd
     x, y = prediction.double()[None, None], target.double()[None, None]
-    kernel = _gaussian_kernel(dims, sigma, size, x.dtype, x.device)
-    conv = F.conv3d if dims == 3 else F.conv2d
-    mu_x, mu_y = conv(x, kernel), conv(y, kernel)
-    var_x = conv(x * x, kernel) - mu_x**2
-    var_y = conv(y * y, kernel) - mu_y**2
-    cov = conv(x * y, kernel) - mu_x * mu_y
+    blur = lambda t: _gaussian_blur(t, sigma, size)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.mean().item()

@@ -89,12 +89,14 @@ def integrate_samples(
     t_near: torch.Tensor,
     t_far: torch.Tensor,
     step_mm: float,
+    jitter: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Midpoint-rule line integrals of ``sample_fn`` along rays, with a per-ray exact step.
 
     Each ray's chord ``[t_near, t_far]`` is split into ``ceil(chord / step_mm)`` equal segments
-    and ``sample_fn`` (points ``(S, 3)`` -> values ``(S,)``) is evaluated at their midpoints.
-    Rays are flattened into one ragged batch, so short chords cost few samples.
+    and ``sample_fn`` (points ``(S, 3)`` -> values ``(S,)``) is evaluated at their midpoints, or,
+    with a ``jitter`` generator, at one uniformly random point per segment (stratified sampling,
+    for training fields). Rays are flattened into one ragged batch: short chords cost few samples.
 
     Returns:
         Line integrals, shape ``(R,)``.
@@ -109,7 +111,8 @@ def integrate_samples(
     first = torch.cumsum(counts, 0) - counts
     k = torch.arange(total, device=origins.device) - first[ray_of_sample]
     seg = (chord / counts.clamp(min=1))[ray_of_sample]
-    t = t_near[ray_of_sample] + (k.to(origins.dtype) + 0.5) * seg
+    offset = 0.5 if jitter is None else torch.rand(total, generator=jitter, dtype=origins.dtype).to(origins.device)
+    t = t_near[ray_of_sample] + (k.to(origins.dtype) + offset) * seg
     points = origins[ray_of_sample] + t[:, None] * directions[ray_of_sample]
     return result.index_add(0, ray_of_sample, sample_fn(points) * seg)
 
@@ -167,11 +170,14 @@ def _joseph(slices: torch.Tensor, axis: int, o: torch.Tensor, d: torch.Tensor) -
     base = (o[:, others] - o[:, axis : axis + 1] * slope) * scale - 1.0
     slope = (slope * scale)[None]
     total = o.new_zeros(o.shape[0])
-    for start in range(0, n_axis, _JOSEPH_SLAB):  # slabs of slices keep the sample grid in cache
-        m = torch.arange(start, min(start + _JOSEPH_SLAB, n_axis), dtype=o.dtype, device=o.device)[:, None, None]
+    # slabs of slices keep the sample grid in cache; under autograd one call avoids a full-size
+    # gradient buffer per slab in the backward pass
+    slab = n_axis if torch.is_grad_enabled() and slices.requires_grad else _JOSEPH_SLAB
+    for start in range(0, n_axis, slab):
+        m = torch.arange(start, min(start + slab, n_axis), dtype=o.dtype, device=o.device)[:, None, None]
         grid = torch.addcmul(base[None], m, slope)  # (slab, R, 2)
         values = F.grid_sample(
-            slices[start : start + _JOSEPH_SLAB], grid[:, :, None, :], padding_mode="zeros", align_corners=True
+            slices[start : start + slab], grid[:, :, None, :], padding_mode="zeros", align_corners=True
         )
         total = total + values.sum(dim=0).view(-1)
     return total / d[:, axis].abs()

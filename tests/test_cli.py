@@ -20,7 +20,7 @@ from monai_gnerf.rendering import render_drr
 def test_drr_command_writes_a_projection_set(tmp_path, capsys):
     out = tmp_path / "drr"
     main(["drr", str(example_ct_path()), "--geometry", "x2ct_biplanar", "--out", str(out)])
-    assert "wrote 2 DRRs" in capsys.readouterr().out
+    assert f"wrote DRRs to {out}" in capsys.readouterr().out
     projections, geometry = load_projections(out)
     ct = load_ct(example_ct_path())
     expected = render_drr(hu_to_attenuation(ct), geometry)
@@ -57,3 +57,23 @@ def test_console_script_help_and_error_without_traceback(tmp_path):
     )  # fmt: skip
     shown = helped.stdout + helped.stderr  # fire writes help to stderr when not on a terminal
     assert helped.returncode == 0 and "--geometry" in shown and "step_mm" in shown
+
+
+def box_corners(affine, shape):
+    """World positions of the two extreme corners of a grid's voxel box."""
+    return [affine @ np.array([*(np.array(index) - 0.5), 1.0]) for index in ((0, 0, 0), tuple(shape))]
+
+
+def test_reconstruct_and_demo_commands(tmp_path, capsys):
+    drr = tmp_path / "drr"
+    main(["drr", "example", "--geometry", "chest_cbct", "--views", "8", "--out", str(drr)])
+    main(["reconstruct", str(drr), "--out", str(tmp_path / "vol.nii.gz"), "--method", "fdk", "--spacing_mm", "5"])
+    volume = nib.load(tmp_path / "vol.nii.gz")
+    ct = load_ct(example_ct_path())
+    for got, want in zip(box_corners(volume.affine, volume.shape), box_corners(ct.affine.numpy(), ct.shape)):
+        assert np.allclose(got, want, atol=1e-3)  # same field of view as the CT: it overlays
+    main(["demo", "--out", str(tmp_path / "demo"), "--views", "6", "--budget_s", "2", "--spacing_mm", "6"])
+    printed = capsys.readouterr().out
+    assert "fdk   3D PSNR" in printed and "grid  3D PSNR" in printed
+    for name in ("truth.nii.gz", "fdk.nii.gz", "grid.nii.gz", "figure.png", "metrics.json"):
+        assert (tmp_path / "demo" / name).is_file()

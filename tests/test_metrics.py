@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from monai_gnerf.metrics import gmsd, normalize_to_reference, psnr, ssim
+
+
+def test_psnr_uses_the_explicit_data_range():
+    target = torch.zeros(10, 10)
+    prediction = torch.full((10, 10), 0.1)
+    assert psnr(prediction, target, data_range=1.0) == pytest.approx(20.0)
+    assert psnr(prediction, target, data_range=2.0) == pytest.approx(20.0 + 20 * math.log10(2))
+    assert psnr(target, target, 1.0) == math.inf
+
+
+def test_ssim_and_gmsd_are_perfect_for_identical_images_and_degrade_with_noise():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(64, 64, generator=gen).cumsum(0) / 64
+    noisy = image + 0.05 * torch.randn(64, 64, generator=gen)
+    assert ssim(image, image, 1.0) == pytest.approx(1.0)
+    assert gmsd(image, image, 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert ssim(noisy, image, 1.0) < 0.9
+    assert gmsd(noisy, image, 1.0) > 0.01
+    volume = torch.rand(20, 20, 20, generator=gen)
+    assert ssim(volume, volume, 1.0) == pytest.approx(1.0)
+    assert ssim(volume + 0.2 * torch.randn(20, 20, 20, generator=gen), volume, 1.0) < 0.9
+    a, b, c1 = 0.3, 0.5, 0.01**2  # constant volumes: only the luminance term remains
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert ssim(torch.full((12, 12, 12), a), torch.full((12, 12, 12), b), 1.0) == pytest.approx(expected)
+
+
+def test_normalize_to_reference_uses_the_reference_range():
+    reference = torch.tensor([0.0, 0.02, 0.04])
+    estimate, truth = normalize_to_reference(torch.tensor([-0.01, 0.02, 0.05]), reference)
+    assert truth.tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert estimate.tolist() == pytest.approx([0.0, 0.5, 1.0])  # clipped to [0, 1]
