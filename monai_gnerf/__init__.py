@@ -16,3 +16,24 @@ from monai_gnerf.physics import (
 from monai_gnerf.rendering import VolumeProjector, render_drr
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "GeometryError",
+    "GnerfInputError",
+    "VolumeError",
+    "ProjectionGeometry",
+    "list_presets",
+    "load_geometry",
+    "Ellipsoid",
+    "EllipsoidPhantom",
+    "chest_phantom",
+    "shepp_logan_phantom",
+    "MU_WATER_PER_MM",
+    "add_detector_noise",
+    "attenuation_to_hu",
+    "hu_to_attenuation",
+    "intensity_to_line_integral",
+    "line_integral_to_intensity",
+    "VolumeProjector",
+    "render_drr",
+]

@@ -20,7 +20,7 @@ from monai_gnerf.figures import comparison_figure
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.grids import geometry_grid, grid_for_spacing, resample_area, resample_nearest
 from monai_gnerf.io import atomic_output_file, load_ct, save_volume
-from monai_gnerf.masks import BodyMask, silhouette_mask
+from monai_gnerf.masks import silhouette_mask
 from monai_gnerf.physics import MU_WATER_PER_MM, add_detector_noise, attenuation_to_hu
 from monai_gnerf.projections import load_projections, save_projections
 from monai_gnerf.reconstruction import ReconstructionConfig, ReconstructionResult, config_to_dict, reconstruct
