@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from monai_gnerf.geometry import ProjectionGeometry
+from monai_gnerf.grids import voxel_world_points
 
 __all__ = ["ramp_filter", "fdk"]
 
@@ -73,13 +74,6 @@ def _cosine_weights(geometry: ProjectionGeometry, dtype: torch.dtype, device) ->
     return weights.to(dtype=dtype, device=device)
 
 
-def _grid_points_mm(shape: Sequence[int], affine: torch.Tensor) -> torch.Tensor:
-    """World positions (mm, float64) of all voxel centres of a grid, ``(I*J*K, 3)`` in C order."""
-    affine = torch.as_tensor(affine, dtype=torch.float64)
-    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"), -1)
-    return index.reshape(-1, 3) @ affine[:3, :3].T + affine[:3, 3]
-
-
 def fdk(
     projections: torch.Tensor,
     geometry: ProjectionGeometry,
@@ -104,7 +98,7 @@ def fdk(
     device, dtype = projections.device, projections.dtype
     iso_spacing = geometry.pixel_spacing_mm[1] / geometry.magnification
     filtered = ramp_filter(projections * _cosine_weights(geometry, dtype, device), iso_spacing, window)
-    world = _grid_points_mm(shape, affine).to(dtype=dtype, device=device)
+    world = voxel_world_points(shape, affine).to(dtype=dtype, device=device)
     rows, cols = geometry.detector_shape
     to_grid = torch.tensor([2.0 / (cols - 1), 2.0 / (rows - 1)], dtype=dtype, device=device)
     total = torch.zeros(world.shape[0], dtype=dtype, device=device)

@@ -9,7 +9,21 @@ import torch.nn.functional as F
 
 from monai_gnerf.geometry import ProjectionGeometry
 
-__all__ = ["resampled_affine", "grid_for_spacing", "geometry_grid", "resample_area", "resample_nearest"]
+__all__ = [
+    "voxel_world_points",
+    "resampled_affine",
+    "grid_for_spacing",
+    "geometry_grid",
+    "resample_area",
+    "resample_nearest",
+]
+
+
+def voxel_world_points(shape: Sequence[int], affine: torch.Tensor) -> torch.Tensor:
+    """World positions (mm, float64) of all voxel centres of a grid, ``(I*J*K, 3)`` in C order."""
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"), -1)
+    return index.reshape(-1, 3) @ affine[:3, :3].T + affine[:3, 3]
 
 
 def resampled_affine(affine: torch.Tensor, old_shape: Sequence[int], new_shape: Sequence[int]) -> torch.Tensor:
@@ -59,10 +73,7 @@ def resample_nearest(
     volume: torch.Tensor, source_affine: torch.Tensor, shape: Sequence[int], affine: torch.Tensor
 ) -> torch.Tensor:
     """Nearest-voxel resampling of ``volume`` (on ``source_affine``) onto another grid, by world position."""
-    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"), -1)
-    world = index.reshape(-1, 3) @ torch.as_tensor(affine, dtype=torch.float64)[:3, :3].T + torch.as_tensor(
-        affine, dtype=torch.float64
-    )[:3, 3]
+    world = voxel_world_points(shape, affine)
     inverse = torch.linalg.inv(torch.as_tensor(source_affine, dtype=torch.float64))
     source_index = torch.round(world @ inverse[:3, :3].T + inverse[:3, 3]).long()
     upper = torch.tensor(volume.shape)

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
+from monai_gnerf.grids import voxel_world_points
 
 __all__ = ["dilate_mm", "BodyMask", "BodyMaskd", "silhouette_mask", "voxel_spacing_mm"]
 
@@ -114,8 +115,7 @@ def silhouette_mask(
         ``uint8`` mask of ``shape``.
     """
     affine = torch.as_tensor(affine, dtype=torch.float64)
-    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"), -1)
-    world = index.reshape(-1, 3) @ affine[:3, :3].T + affine[:3, 3]
+    world = voxel_world_points(shape, affine)
     inside = torch.ones(world.shape[0], dtype=torch.bool)
     rows, cols = geometry.detector_shape
     for view in range(geometry.num_views):
