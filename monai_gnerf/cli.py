@@ -17,7 +17,16 @@ import torch
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
 from monai_gnerf.physics import MU_WATER_PER_MM
-from monai_gnerf.workflows import reconstruct_folder, simulate_drrs, sparse_view_demo
+from monai_gnerf.networks.generator import GeneratorConfig
+from monai_gnerf.prior import PriorConfig
+from monai_gnerf.single_view import SingleViewConfig
+from monai_gnerf.workflows import (
+    reconstruct_folder,
+    simulate_drrs,
+    single_view_reconstruction,
+    sparse_view_demo,
+    train_prior_workflow,
+)
 
 __all__ = ["Commands", "main"]
 
@@ -146,6 +155,97 @@ class Commands:
         for name, path in summary["outputs"].items():
             print(f"{name:8s} {path}")
         print(f"metrics  {Path(out) / 'metrics.json'}")
+
+    def train_prior(
+        self,
+        data: str = "phantoms",
+        out: str = "outputs/prior",
+        geometry: str = "mednerf_chest",
+        detector_size: int = 64,
+        subjects: int = 32,
+        iterations: int = PriorConfig.max_iterations,
+        budget_s: float | None = None,
+        batch_size: int = PriorConfig.batch_size,
+        patch_size: int = PriorConfig.patch_size,
+        samples_per_ray: int = GeneratorConfig.num_samples,
+        render_mode: str = "line_integral",
+        tensorboard_dir: str | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        """Train a generative radiance-field prior (GRAF/MedNeRF) on X-ray views.
+
+        Writes OUT/generator.pt (the EMA generator, its geometry and metadata), OUT/checkpoints/
+        (resumable: the same command continues the run) and OUT/checkpoints/samples.png.
+
+        Args:
+            data: 'phantoms' or 'phantoms:knee' (procedural population, exact DRRs), a MedNeRF-format
+                folder (one sub-folder of PNG views per subject) or a CT file/folder (DRRs on the fly).
+            out: output folder.
+            geometry: preset name or geometry JSON file of the training views.
+            detector_size: training detector pixels per side (same physical detector).
+            subjects: number of phantom subjects.
+            iterations: iteration budget.
+            budget_s: wall-time budget in seconds (across resumes).
+            batch_size: patches per step.
+            patch_size: rays per patch side.
+            samples_per_ray: stratified samples per ray.
+            render_mode: 'line_integral' (X-ray physics) or 'alpha' (NeRF alpha compositing).
+            tensorboard_dir: write TensorBoard logs (losses, sample renders) here.
+            device: 'cpu' or 'cuda'.
+            seed: random seed.
+        """
+        generator = GeneratorConfig(num_samples=samples_per_ray, render_mode=render_mode)  # type: ignore[arg-type]
+        config = PriorConfig(generator=generator, patch_size=patch_size, batch_size=batch_size,
+                             max_iterations=iterations, budget_s=budget_s, seed=seed)  # fmt: skip
+        path = train_prior_workflow(data, geometry, out, detector_size, subjects, config, tensorboard_dir, _device(device))
+        print(f"wrote {path}")
+
+    def single_view(
+        self,
+        xray: str,
+        checkpoint: str,
+        out: str = "outputs/single_view",
+        angle_deg: float = 0.0,
+        optimize_pose: bool = False,
+        weighting: str = "uncertainty",
+        structural_loss: str = "ssim",
+        vgg_weights: str | None = None,
+        latent_iterations: int = 150,
+        finetune_iterations: int = 150,
+        restarts: int = 4,
+        views: int = 72,
+        volume_size: int = 64,
+        units: str = "hu",
+        device: str = "cpu",
+    ) -> None:
+        """Reconstruct from ONE X-ray with a trained prior: 72 views (PNG, NIfTI, GIF) and a volume.
+
+        Args:
+            xray: the radiograph: DICOM DX/CR (pixel spacing, distances, MONOCHROME1, rescale and
+                VOI LUT honoured), a 16-bit PNG, or a 2D/one-slice NIfTI.
+            checkpoint: generator file from `monai-gnerf train-prior` (OUT/generator.pt).
+            out: output folder (views/, views.gif, volume.nii.gz, fit.json).
+            angle_deg: orbit angle of the X-ray (0 = PA); the start value with --optimize_pose.
+            optimize_pose: fit the view angle jointly.
+            weighting: 'uncertainty' (UMedNeRF learned weights) or 'fixed' (MedNeRF).
+            structural_loss: 'ssim' (no weights needed) or 'vgg' (needs --vgg_weights).
+            vgg_weights: local torchvision vgg16 state-dict file.
+            latent_iterations: GAN-inversion steps per restart.
+            finetune_iterations: generator fine-tuning steps.
+            restarts: random latent starts.
+            views: number of output views over 360 degrees.
+            volume_size: output volume voxels per side.
+            units: 'hu' or 'mu' (1/mm).
+            device: 'cpu' or 'cuda'.
+        """
+        config = SingleViewConfig(
+            angle_deg=angle_deg, optimize_pose=optimize_pose, weighting=weighting, structural_loss=structural_loss,  # type: ignore[arg-type]
+            vgg_weights=vgg_weights, latent_iterations=latent_iterations, finetune_iterations=finetune_iterations,
+            restarts=restarts,
+        )  # fmt: skip
+        summary = single_view_reconstruction(xray, checkpoint, out, config, views, volume_size, units, _device(device))  # type: ignore[arg-type]
+        print(f"angle {summary['angle_deg']:.1f} deg; wrote {out}/views, {out}/views.gif, {out}/volume.nii.gz")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -239,6 +239,16 @@ class ProjectionGeometry:
         angles = tuple(start_deg + arc_deg * i / num_views for i in range(num_views))
         return replace(self, angles_deg=angles, tilt_deg=None)
 
+    def with_detector_shape(self, rows: int, cols: int) -> ProjectionGeometry:
+        """Copy with another pixel count over the same physical detector (pitch rescaled)."""
+        if rows < 1 or cols < 1:
+            raise GeometryError(f"detector shape must be positive, got ({rows}, {cols}).")
+        pitch = (
+            self.pixel_spacing_mm[0] * self.detector_shape[0] / rows,
+            self.pixel_spacing_mm[1] * self.detector_shape[1] / cols,
+        )
+        return replace(self, detector_shape=(int(rows), int(cols)), pixel_spacing_mm=pitch)
+
     # ------------------------------------------------------------------ frames and rays
     def _require_isocenter(self) -> torch.Tensor:
         if self.isocenter_mm is None:

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["normalize_to_reference", "psnr", "ssim", "gmsd"]
+__all__ = ["normalize_to_reference", "psnr", "ssim_map", "ssim", "gmsd"]
 
 
 def normalize_to_reference(volume: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +42,30 @@ def _gaussian_blur(x: torch.Tensor, sigma: float, size: int) -> torch.Tensor:
     return x
 
 
+def ssim_map(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float,
+    sigma: float = 1.5,
+    kernel_size: int = 11,
+) -> torch.Tensor:
+    """Differentiable local SSIM values (the "valid" region) of batches ``(B, C, *spatial)``, 2D or 3D.
+
+    The window is a separable Gaussian of ``sigma`` pixels, ``kernel_size`` clipped to the
+    smallest spatial dimension. Used by :func:`ssim` and by the structural loss.
+    """
+    size = min(kernel_size, *prediction.shape[2:])
+    size -= 1 - size % 2  # odd
+    blur = lambda t: _gaussian_blur(t, sigma, size)  # noqa: E731
+    x, y = prediction, target
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
 def ssim(
     prediction: torch.Tensor,
     target: torch.Tensor,
@@ -61,17 +85,8 @@ def ssim(
     """
     if prediction.shape != target.shape or prediction.ndim not in (2, 3):
         raise ValueError(f"ssim needs two 2D or 3D tensors of one shape, got {prediction.shape} and {target.shape}.")
-    size = min(kernel_size, *prediction.shape)
-    size -= 1 - size % 2  # odd
     x, y = prediction.double()[None, None], target.double()[None, None]
-    blur = lambda t: _gaussian_blur(t, sigma, size)  # noqa: E731
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean().item()
+    return ssim_map(x, y, data_range, sigma, kernel_size).mean().item()
 
 
 def gmsd(prediction: torch.Tensor, target: torch.Tensor, data_range: float) -> float:

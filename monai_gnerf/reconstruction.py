@@ -29,9 +29,7 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from monai.data import MetaTensor
-from monai.handlers import StatsHandler, TensorBoardStatsHandler
 from torch import nn
 
 from monai_gnerf.errors import GnerfInputError
@@ -47,6 +45,7 @@ from monai_gnerf.networks import (
 )
 from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.rendering import VolumeProjector, clip_rays_to_box, integrate_samples, world_to_index_rays
+from monai_gnerf.training import RunState, attach_training_handlers, run_engine
 
 __all__ = ["ReconstructionConfig", "ReconstructionResult", "ProjectionRays", "build_field", "reconstruct"]
 
@@ -184,43 +183,6 @@ def _total_variation(volume_units: torch.Tensor) -> torch.Tensor:
     return sum(volume_units.diff(dim=axis).abs().mean() for axis in range(3))
 
 
-class _RunState:
-    """Checkpointed run identity and elapsed time; refuses checkpoints of another run."""
-
-    def __init__(self, config: ReconstructionConfig, shape: Sequence[int]) -> None:
-        self.signature = {"method": config.method, "shape": list(shape), "grid_levels": config.grid_levels}
-        self.elapsed_before = 0.0
-        self.started = time.perf_counter()
-
-    @property
-    def elapsed_s(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.started
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**self.signature, "elapsed_s": self.elapsed_s}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        found = {k: state.get(k) for k in self.signature}
-        if found != self.signature:
-            raise GnerfInputError(f"incompatible checkpoint: it was made for {found}, this run is {self.signature}.")
-        self.elapsed_before = float(state["elapsed_s"])
-        self.started = time.perf_counter()
-
-
-def latest_checkpoint(work_dir: Path) -> Path | None:
-    """The newest reconstruction checkpoint in a folder, by iteration."""
-    found = sorted(work_dir.glob(f"{CHECKPOINT_PREFIX}_checkpoint_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-    return found[-1] if found else None
-
-
-def load_checkpoint_file(path: Path, device: torch.device) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``; unreadable files become one clear error."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # pickle, zip and unpickling-policy errors all mean "not our checkpoint"
-        raise GnerfInputError(f"cannot load checkpoint {path}: {str(err).splitlines()[0]}") from None
-
-
 def reconstruct(
     projections: torch.Tensor,
     geometry: ProjectionGeometry,
@@ -274,19 +236,18 @@ def reconstruct(
     torch.manual_seed(config.seed)
     net = build_field(config, shape, initial if config.method == "grid" else None, mask).to(device)
     rays = ProjectionRays(projections, geometry, shape, affine, device)
-    run_state = _RunState(config, shape)
+    run_state = RunState({"method": config.method, "shape": list(shape), "grid_levels": config.grid_levels})
     engine = _create_trainer(net, rays, config, shape, affine, device, run_state)
     optimizer, scheduler = engine.state.optimizer, engine.state.scheduler  # type: ignore[attr-defined]
     to_save = {"field": net, "optimizer": optimizer, "scheduler": scheduler, "trainer": engine, "run": run_state}
-    saver = _attach_handlers(engine, config, to_save, run_state, work_dir, tensorboard_dir, reference, progress)
-    try:
-        if engine.state.iteration < config.max_iterations:  # a finished run that is resumed is not retrained
-            engine.run(data=None, max_epochs=1, epoch_length=config.max_iterations)
-    except KeyboardInterrupt:  # Ignite only handles Exception: save here, then stop as asked
-        if saver is not None:
-            saver(engine)
-            logging.getLogger(_LOGGER).warning(f"interrupted: checkpoint saved at iteration {engine.state.iteration}")
-        raise
+    if reference is not None:
+        _attach_validation(engine, net, reference, config.validate_every)
+    saver = attach_training_handlers(
+        engine, to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
+        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER,
+    )  # fmt: skip
+    run_engine(engine, config.max_iterations, saver, _LOGGER)
     with torch.no_grad():
         volume = net.voxels(shape)
     metrics = _volume_metrics(volume, reference, with_ssim=True)
@@ -312,7 +273,7 @@ def _create_trainer(
     shape: Sequence[int],
     affine: torch.Tensor,
     device: torch.device,
-    run_state: _RunState,
+    run_state: RunState,
 ) -> Engine:
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
 
@@ -357,70 +318,14 @@ def _create_trainer(
     return engine
 
 
-def _attach_handlers(
-    engine: Engine,
-    config: ReconstructionConfig,
-    to_save: dict[str, Any],
-    run_state: _RunState,
-    work_dir: str | Path | None,
-    tensorboard_dir: str | Path | None,
-    reference: torch.Tensor | None,
-    progress: bool,
-) -> Checkpoint | None:
-    """Attach logging, progress, budget, validation and checkpoint handlers; resume if possible.
+def _attach_validation(engine: Engine, net: nn.Module, reference: torch.Tensor, every: int) -> None:
+    """Log the 3D PSNR against a reference volume every ``every`` iterations and at the end."""
 
-    Returns:
-        The checkpoint handler (``None`` without a work folder).
-    """
-    every = config.log_every
-    StatsHandler(
-        iteration_log=lambda _, i: i % every == 0, epoch_log=False, output_transform=lambda o: o, name=_LOGGER
-    ).attach(engine)
-    if tensorboard_dir is not None:
-        TensorBoardStatsHandler(
-            log_dir=str(tensorboard_dir), iteration_log=every, epoch_log=False, output_transform=lambda o: o
-        ).attach(engine)
-    if progress:
-        ProgressBar(persist=True).attach(engine, output_transform=lambda o: {"loss": o["loss"]})
-    if config.budget_s is not None:
-
-        @engine.on(Events.ITERATION_COMPLETED)
-        def _stop_at_budget(e: Engine) -> None:
-            if run_state.elapsed_s >= config.budget_s:  # type: ignore[operator]
-                e.terminate()
-
-    if reference is not None:
-
-        @engine.on(Events.ITERATION_COMPLETED(every=config.validate_every) | Events.COMPLETED)
-        def _validate(e: Engine) -> None:
-            with torch.no_grad():
-                e.state.metrics.update(_volume_metrics(to_save["field"].voxels(reference.shape), reference))
-            logging.getLogger(_LOGGER).info(f"iteration {e.state.iteration}: 3D PSNR {e.state.metrics['psnr_3d']:.2f} dB")
-
-    if work_dir is None:
-        return None
-    work_dir = Path(work_dir)
-    saver = Checkpoint(
-        to_save,
-        DiskSaver(str(work_dir), require_empty=False, create_dir=True),
-        filename_prefix=CHECKPOINT_PREFIX,
-        n_saved=1,
-        global_step_transform=lambda e, _: e.state.iteration,
-    )
-    engine.add_event_handler(Events.ITERATION_COMPLETED(every=config.checkpoint_every) | Events.COMPLETED, saver)
-    found = latest_checkpoint(work_dir)
-    if found is not None:
-        state = load_checkpoint_file(found, torch.device("cpu"))
-        if not isinstance(state, dict) or "run" not in state:
-            raise GnerfInputError(f"{found} is not a monai-gnerf reconstruction checkpoint.")
-        run_state.load_state_dict(state["run"])  # refuses another run's checkpoint before touching the field
-        try:
-            Checkpoint.load_objects(to_load=to_save, checkpoint=state)
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise GnerfInputError(f"incompatible checkpoint {found}: {str(err).splitlines()[0]}") from None
-        engine.state.epoch_length = config.max_iterations  # a resumed run may have a new iteration budget
-        logging.getLogger(_LOGGER).info(f"resumed from {found} at iteration {engine.state.iteration}")
-    return saver
+    @engine.on(Events.ITERATION_COMPLETED(every=every) | Events.COMPLETED)
+    def _validate(e: Engine) -> None:
+        with torch.no_grad():
+            e.state.metrics.update(_volume_metrics(net.voxels(reference.shape), reference))
+        logging.getLogger(_LOGGER).info(f"iteration {e.state.iteration}: 3D PSNR {e.state.metrics['psnr_3d']:.2f} dB")
 
 
 def config_to_dict(config: ReconstructionConfig) -> dict[str, Any]:

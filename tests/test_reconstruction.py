@@ -15,7 +15,8 @@ from monai_gnerf import GnerfInputError, ProjectionGeometry, shepp_logan_phantom
 from monai_gnerf.fdk import fdk
 from monai_gnerf.metrics import normalize_to_reference, psnr
 from monai_gnerf.phantoms import grid_affine
-from monai_gnerf.reconstruction import ReconstructionConfig, latest_checkpoint, reconstruct
+from monai_gnerf.reconstruction import CHECKPOINT_PREFIX, ReconstructionConfig, reconstruct
+from monai_gnerf.training import latest_checkpoint
 from monai_gnerf.workflows import reconstruct_folder, simulate_drrs
 
 SHAPE, SPACING = (40, 40, 40), (5.0, 5.0, 5.0)
@@ -108,13 +109,13 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, problem):
         [sys.executable, "-c", RUNNER, str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.time() + 120
-    while latest_checkpoint(work) is None and time.time() < deadline and process.poll() is None:
+    while latest_checkpoint(work, CHECKPOINT_PREFIX) is None and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)  # Ctrl-C
     output, _ = process.communicate(timeout=60)
     assert process.returncode != 0 and "interrupted: checkpoint saved" in output
-    saved = latest_checkpoint(work)
+    saved = latest_checkpoint(work, CHECKPOINT_PREFIX)
     iteration = int(saved.stem.rsplit("_", 1)[-1])
     assert iteration >= 5
     state = torch.load(saved, weights_only=True)
@@ -133,7 +134,7 @@ def test_incompatible_or_corrupt_checkpoints_are_refused(tmp_path, problem):
     with pytest.raises(GnerfInputError, match="incompatible checkpoint"):
         reconstruct(projections, GEOMETRY, smaller, grid_affine(smaller, (10.0,) * 3),
                     ReconstructionConfig(max_iterations=4, rays_per_batch=512), work_dir=work, progress=False)  # fmt: skip
-    latest_checkpoint(work).write_bytes(b"not a checkpoint")
+    latest_checkpoint(work, CHECKPOINT_PREFIX).write_bytes(b"not a checkpoint")
     with pytest.raises(GnerfInputError, match="cannot load checkpoint"):
         reconstruct(projections, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=4, rays_per_batch=512),
                     work_dir=work, progress=False)  # fmt: skip

@@ -1,0 +1,180 @@
+"""Datasets of X-ray views for training generative priors.
+
+Every dataset yields dictionaries ``{"image": (H, W) line integrals, "angle_deg": (), "subject": ()}``
+(float32 tensors; line integrals are dimensionless ``-ln(I/I0)``), one item per (subject, view):
+
+* :class:`PhantomViewDataset`: the procedural population, exact closed-form projections.
+* :class:`CTViewDataset`: a list or folder of CTs (HU), DRRs rendered on the fly with the Joseph
+  projector (CTs are loaded once and kept as attenuation volumes).
+* :class:`MedNeRFFolderDataset`: MedNeRF-format folders (one folder per subject, its PNG views
+  sorted by name, evenly spaced over 360 degrees: 72 views at 5 degrees).
+
+``angles_deg`` lists the view angles a dataset draws from, so a generator can sample poses from
+the same distribution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.geometry import ProjectionGeometry, load_geometry
+from monai_gnerf.io import load_ct
+from monai_gnerf.physics import MU_WATER_PER_MM, hu_to_attenuation
+from monai_gnerf.population import PhantomPopulation
+from monai_gnerf.projections import read_png16
+from monai_gnerf.rendering import VolumeProjector, volume_center_mm
+
+__all__ = ["PhantomViewDataset", "CTViewDataset", "MedNeRFFolderDataset", "ct_files"]
+
+_CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+
+
+def _item(image: torch.Tensor, angle_deg: float, subject: int) -> dict[str, Any]:
+    return {
+        "image": image.float(),
+        "angle_deg": torch.tensor(angle_deg, dtype=torch.float32),
+        "subject": torch.tensor(subject),
+    }
+
+
+class _ViewDataset(Dataset):
+    """Items indexed as ``subject * num_views + view``."""
+
+    angles_deg: tuple[float, ...]
+    num_subjects: int
+
+    def __len__(self) -> int:
+        return self.num_subjects * len(self.angles_deg)
+
+    def _split(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} views.")
+        return divmod(index, len(self.angles_deg))
+
+
+class PhantomViewDataset(_ViewDataset):
+    """Exact projections of the procedural population.
+
+    Args:
+        population: the phantom population.
+        geometry: acquisition (preset name, file or object); the isocenter is the world origin.
+        subjects: subject indices in this split.
+    """
+
+    def __init__(
+        self, population: PhantomPopulation, geometry: str | ProjectionGeometry, subjects: Sequence[int]
+    ) -> None:
+        self.population = population
+        self.geometry = load_geometry(geometry).resolved((0.0, 0.0, 0.0))
+        self.subjects = [int(s) for s in subjects]
+        if not self.subjects:
+            raise GnerfInputError("a phantom dataset needs at least one subject.")
+        self.angles_deg = self.geometry.angles_deg
+        self.num_subjects = len(self.subjects)
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject, view = self._split(index)
+        if index not in self._cache:  # exact projections are cheap, but not free: computed once
+            origins, directions = self.geometry.rays([view], dtype=torch.float64)
+            phantom = self.population.subject(self.subjects[subject])
+            self._cache[index] = phantom.line_integrals(origins[0], directions[0]).float()
+        return _item(self._cache[index], self.angles_deg[view], self.subjects[subject])
+
+    def views(self, subject_index: int) -> torch.Tensor:
+        """All views ``(V, H, W)`` of one subject of the split."""
+        return torch.stack(
+            [self[subject_index * len(self.angles_deg) + v]["image"] for v in range(len(self.angles_deg))]
+        )
+
+
+def ct_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    """CT files of a folder (NIfTI/NRRD/MHA files and DICOM series sub-folders), or a list as given."""
+    if isinstance(source, (list, tuple)):
+        return [Path(p) for p in source]
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise GnerfInputError(f"CT dataset not found: {path}")
+    found = sorted(p for p in path.iterdir() if p.name.endswith(_CT_SUFFIXES) or p.is_dir())
+    if not found:
+        raise GnerfInputError(f"no CT volumes ({', '.join(_CT_SUFFIXES)} or DICOM folders) in {path}")
+    return found
+
+
+class CTViewDataset(_ViewDataset):
+    """DRRs of CT volumes rendered on the fly (Joseph projector).
+
+    Args:
+        ct: a folder of CTs, one CT path, or a list of paths (HU).
+        geometry: acquisition; each CT's isocenter is its volume centre.
+        mu_water_per_mm: attenuation of water for HU -> 1/mm.
+        device: where volumes live and projections are computed.
+    """
+
+    def __init__(
+        self,
+        ct: str | Path | Sequence[str | Path],
+        geometry: str | ProjectionGeometry,
+        mu_water_per_mm: float = MU_WATER_PER_MM,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.paths = ct_files(ct)
+        self.geometry = load_geometry(geometry)
+        self.mu_water_per_mm = mu_water_per_mm
+        self.device = torch.device(device)
+        self.angles_deg = self.geometry.angles_deg
+        self.num_subjects = len(self.paths)
+        self._projectors: dict[int, tuple[VolumeProjector, ProjectionGeometry]] = {}
+
+    def _projector(self, subject: int) -> tuple[VolumeProjector, ProjectionGeometry]:
+        if subject not in self._projectors:
+            ct = load_ct(self.paths[subject])
+            mu = hu_to_attenuation(ct.as_tensor().float(), self.mu_water_per_mm).to(self.device)
+            projector = VolumeProjector(mu, ct.affine)
+            self._projectors[subject] = (projector, self.geometry.resolved(volume_center_mm(ct.affine, ct.shape)))
+        return self._projectors[subject]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject, view = self._split(index)
+        projector, geometry = self._projector(subject)
+        with torch.no_grad():
+            image = projector.project(geometry, views=[view])[0]
+        return _item(image.cpu(), self.angles_deg[view], subject)
+
+
+class MedNeRFFolderDataset(_ViewDataset):
+    """MedNeRF-format data: ``root/<subject>/*.png``, views sorted by name over 360 degrees.
+
+    Args:
+        root: folder of subject folders.
+        full_scale: line integral represented by a white pixel (PNGs hold display values; the
+            default matches :class:`~monai_gnerf.networks.generator.GeneratorConfig.value_scale`).
+    """
+
+    def __init__(self, root: str | Path, full_scale: float = 4.0) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise GnerfInputError(f"MedNeRF data folder not found: {root}")
+        self.subject_files = [sorted(d.glob("*.png")) for d in sorted(root.iterdir()) if d.is_dir()]
+        self.subject_files = [files for files in self.subject_files if files]
+        if not self.subject_files:
+            raise GnerfInputError(f"no subject folders with PNG views in {root}")
+        counts = {len(files) for files in self.subject_files}
+        if len(counts) != 1:
+            raise GnerfInputError(f"subjects in {root} have different numbers of views: {sorted(counts)}")
+        num_views = counts.pop()
+        self.angles_deg = tuple(360.0 * v / num_views for v in range(num_views))
+        self.num_subjects = len(self.subject_files)
+        self.full_scale = full_scale
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject, view = self._split(index)
+        image = torch.from_numpy(read_png16(self.subject_files[subject][view], self.full_scale))
+        return _item(image, self.angles_deg[view], subject)

@@ -1,0 +1,130 @@
+"""Losses for fitting generative fields to X-rays.
+
+* :class:`UncertaintyWeightedLoss`: UMedNeRF's learned task weighting (Kendall et al.),
+  ``L = sum_i L_i / (2 s_i^2) + log(prod_i s_i)``, with ``log s_i`` learned with the network.
+* :class:`StructuralLoss`: ``1 - SSIM`` (differentiable, Gaussian window); needs no weights.
+* :class:`VGGFeatureLoss`: the VGG16 feature (perceptual) loss of MedNeRF/UMedNeRF, built from a
+  local torchvision-format ``vgg16`` state-dict file (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.metrics import ssim_map
+
+__all__ = ["UncertaintyWeightedLoss", "StructuralLoss", "VGGFeatureLoss", "vgg16_features"]
+
+# torchvision's VGG16 "features": widths, with "M" for 2x2 max pooling
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class UncertaintyWeightedLoss(nn.Module):
+    """Combine task losses with learned uncertainties ``s_i`` (UMedNeRF, eq. for L_total).
+
+    ``forward([L_1, ..., L_n]) = sum_i L_i / (2 s_i^2) + sum_i log s_i``. The parameters are
+    ``log s_i`` (initialized to ``log initial_sigma``); optimize them with the network. At the
+    optimum ``s_i^2 = L_i``: a noisier task (larger irreducible loss) gets a smaller weight.
+
+    Args:
+        num_tasks: number of loss terms.
+        initial_sigma: starting ``s_i``.
+    """
+
+    def __init__(self, num_tasks: int = 2, initial_sigma: float = 1.0) -> None:
+        super().__init__()
+        self.log_sigma = nn.Parameter(torch.full((num_tasks,), float(initial_sigma)).log())
+
+    def weights(self) -> torch.Tensor:
+        """Current effective weights ``1 / (2 s_i^2)``."""
+        return 0.5 * torch.exp(-2.0 * self.log_sigma)
+
+    def forward(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(losses) != self.log_sigma.numel():
+            raise ValueError(f"expected {self.log_sigma.numel()} losses, got {len(losses)}.")
+        stacked = torch.stack(list(losses))
+        return (self.weights() * stacked).sum() + self.log_sigma.sum()
+
+
+class StructuralLoss(nn.Module):
+    """``1 - mean SSIM`` of image batches ``(B, H, W)`` in display units.
+
+    Args:
+        data_range: dynamic range of the images.
+    """
+
+    def __init__(self, data_range: float = 1.0) -> None:
+        super().__init__()
+        self.data_range = data_range
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 1.0 - ssim_map(prediction[:, None], target[:, None], self.data_range).mean()
+
+
+def vgg16_features(num_blocks: int = 3) -> nn.Sequential:
+    """VGG16's convolutional trunk (torchvision layer indices) up to the last ReLU of ``num_blocks``."""
+    layers: list[nn.Module] = []
+    width, blocks = 3, 0
+    for item in _VGG16:
+        if item == "M":
+            blocks += 1
+            if blocks == num_blocks:
+                break
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(width, int(item), 3, padding=1), nn.ReLU(inplace=False)]
+            width = int(item)
+    return nn.Sequential(*layers)
+
+
+def _load_vgg_weights(features: nn.Sequential, path: str | Path | None) -> None:
+    if path is None or not Path(path).is_file():
+        raise GnerfInputError(
+            f"VGG16 weights file not found: {path}. The VGG feature loss needs torchvision's vgg16 "
+            "ImageNet state dict (vgg16-397923af.pth) as a local file: download it on a machine with "
+            "internet access and pass its path, or use the structural (SSIM) loss, which needs no weights."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise GnerfInputError(f"cannot read VGG16 weights {path}: {err}") from None
+    prefix = "features."
+    wanted = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    own = features.state_dict()
+    missing = [k for k in own if k not in wanted or wanted[k].shape != own[k].shape]
+    if missing:
+        raise GnerfInputError(f"{path} is not a torchvision vgg16 state dict (missing or mis-shaped: {missing[:3]}).")
+    features.load_state_dict({k: wanted[k] for k in own})
+
+
+class VGGFeatureLoss(nn.Module):
+    """Mean squared difference of VGG16 features (frozen) of two grey image batches ``(B, H, W)``.
+
+    Images in display units ``[0, 1]`` are repeated to three channels and ImageNet-normalized.
+
+    Args:
+        weights_path: torchvision ``vgg16`` state-dict file (``features.*`` keys are used).
+        num_blocks: convolution blocks used (3 = up to relu3_3).
+    """
+
+    def __init__(self, weights_path: str | Path | None, num_blocks: int = 3) -> None:
+        super().__init__()
+        self.features = vgg16_features(num_blocks)
+        _load_vgg_weights(self.features, weights_path)
+        self.features.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features((images[:, None].expand(-1, 3, -1, -1) - self.mean) / self.std)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self._embed(prediction), self._embed(target))
