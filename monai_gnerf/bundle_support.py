@@ -1,0 +1,153 @@
+"""Support for the MONAI bundle in ``bundle/``: one-line errors and dataset folders.
+
+``python -m monai.bundle run`` prints a full traceback for any exception. The bundle's configs
+therefore call monai-gnerf workflows through :func:`run_or_exit`, which turns a
+:class:`~monai_gnerf.errors.GnerfInputError` (a missing file, a bad geometry, an unknown device)
+into ``SystemExit("monai-gnerf: error: ...")``: Python prints that one line on stderr and the
+process exits with status 1. Any other exception is a bug and keeps its traceback. In a config::
+
+    "reconstruct": {"_target_": "monai_gnerf.workflows.reconstruct_folder", "_mode_": "callable", ...},
+    "run": ["$monai_gnerf.bundle_support.run_or_exit(@reconstruct)"]
+
+Called in-process (``monai.bundle.ConfigWorkflow``), the same error surfaces as a ``SystemExit``
+whose ``code`` is the message.
+
+Dataset layout used by ``drr.json`` and ``evaluate.json`` (:func:`ct_cases`): a dataset is one
+CT (a NIfTI/NRRD/MHA file, a folder holding one DICOM series, or ``example``) or a folder of
+CTs (CT files and/or one DICOM-series subfolder per CT). Each CT of a folder is a *case* named
+after its file without suffix (``lung_01.nii.gz`` -> ``lung_01``) or its subfolder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.physics import MU_WATER_PER_MM
+from monai_gnerf.rendering import RenderMethod
+from monai_gnerf.workflows import resolve_ct_path, simulate_drrs
+
+__all__ = [
+    "CT_SUFFIXES",
+    "SINGLE_CT_FOLDER",
+    "case_name",
+    "check_device",
+    "ct_cases",
+    "is_ct_collection",
+    "run_or_exit",
+    "simulate_dataset",
+]
+
+T = TypeVar("T")
+CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+SINGLE_CT_FOLDER = "projections"
+"""Name of the projection folder written for a dataset that is a single CT."""
+_LOGGER = logging.getLogger("monai_gnerf.bundle_support")
+
+
+def run_or_exit(workflow: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``workflow(*args, **kwargs)``; a user error ends the program with one line.
+
+    Raises:
+        SystemExit: with the message ``"monai-gnerf: error: <reason>"`` when the workflow raises
+            :class:`~monai_gnerf.errors.GnerfInputError`.
+    """
+    try:
+        return workflow(*args, **kwargs)
+    except GnerfInputError as err:
+        raise SystemExit(f"monai-gnerf: error: {err}") from None
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """The torch device called ``name``, or a :class:`GnerfInputError` if it is unknown or absent."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise GnerfInputError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GnerfInputError(f"device {name!r} was requested but no CUDA GPU is available; use cpu.")
+    return device
+
+
+def case_name(path: str | Path) -> str:
+    """A case name: the file name without its CT suffix (``ct.nii.gz`` -> ``ct``), or a folder's name."""
+    name = Path(path).name
+    for suffix in CT_SUFFIXES + (".dcm",):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_ct_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(CT_SUFFIXES) and not path.name.startswith(".")
+
+
+def is_ct_collection(dataset: str | Path) -> bool:
+    """Whether ``dataset`` is a folder of CTs (CT files or series subfolders) rather than one CT."""
+    path = resolve_ct_path(dataset)
+    if not path.is_dir():
+        return False
+    return any(_is_ct_file(p) or (p.is_dir() and not p.name.startswith(".")) for p in path.iterdir())
+
+
+def ct_cases(dataset: str | Path) -> list[tuple[str, Path]]:
+    """The CTs of a dataset as ``(case name, path)`` pairs, sorted by name.
+
+    Args:
+        dataset: a CT file, a DICOM series folder, ``example``, or a folder of CTs.
+
+    Raises:
+        GnerfInputError: the path does not exist, or two CTs of a folder share a case name.
+    """
+    path = resolve_ct_path(dataset)
+    if not path.exists():
+        raise GnerfInputError(f"dataset not found: {path}")
+    if not is_ct_collection(path):
+        return [(case_name(path), path)]
+    cases: dict[str, Path] = {}
+    for item in sorted(path.iterdir()):
+        if not (_is_ct_file(item) or (item.is_dir() and not item.name.startswith("."))):
+            continue
+        name = case_name(item)
+        if name in cases:
+            raise GnerfInputError(f"{cases[name]} and {item} have the same case name {name!r}; rename one.")
+        cases[name] = item
+    return sorted(cases.items())
+
+
+def simulate_dataset(
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    geometry: str | Path = "chest_cbct",
+    num_views: int | None = None,
+    method: RenderMethod = "joseph",
+    step_mm: float | None = None,
+    mu_water_per_mm: float = MU_WATER_PER_MM,
+    noise_i0: float | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> list[Path]:
+    """Simulate a projection folder per CT of a dataset (see :func:`~monai_gnerf.workflows.simulate_drrs`).
+
+    A single CT (file, DICOM series folder or ``example``) goes to ``output_dir/projections/``;
+    each CT of a folder of CTs goes to ``output_dir/<case name>/``.
+
+    Returns:
+        The projection folders written, in case order.
+    """
+    device = check_device(device)
+    cases = ct_cases(dataset_dir)
+    single = not is_ct_collection(dataset_dir)
+    written = []
+    for name, path in cases:
+        out = Path(output_dir) / (SINGLE_CT_FOLDER if single else name)
+        _LOGGER.info(f"simulating {path} -> {out}")
+        written.append(
+            simulate_drrs(path, geometry, out, method, step_mm, mu_water_per_mm, noise_i0, num_views, device, seed)
+        )
+    return written

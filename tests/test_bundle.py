@@ -1,0 +1,405 @@
+"""The MONAI bundle in ``bundle/``: every config end to end, through the CLI and in-process.
+
+Tiny settings keep this file fast: the example CT area-averaged to 8 mm (45x45x42), a 48x48
+detector of 12.5 mm (8.3 mm pixels at the isocenter), 6 views, seconds of training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata
+
+import monai_gnerf
+from monai_gnerf.data import example_ct_path
+from monai_gnerf.evaluation import reference_on_grid, volume_metrics
+from monai_gnerf.geometry import load_geometry
+from monai_gnerf.grids import grid_for_spacing, resample_area
+from monai_gnerf.io import load_ct, save_volume
+from monai_gnerf.projections import load_projections
+from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+CONFIGS = BUNDLE / "configs"
+REFERENCE_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "monai_bundle_meta_schema.json"
+VIEWS = 6
+
+
+class BundleRun:
+    """``python -m monai.bundle run --config_file bundle/configs/CONFIG --key value ...`` started in the
+    background (output to files, so a full pipe never stalls it); :meth:`result` waits for it."""
+
+    def __init__(self, config: str, log_dir: Path, **overrides) -> None:
+        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config)]
+        for key, value in overrides.items():
+            command += [f"--{key}", str(value)]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._logs = log_dir / "stdout.txt", log_dir / "stderr.txt"
+        with self._logs[0].open("w") as out, self._logs[1].open("w") as err:
+            self._process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+
+    def result(self) -> subprocess.CompletedProcess:
+        returncode = self._process.wait(timeout=300)
+        stdout, stderr = (path.read_text() for path in self._logs)
+        return subprocess.CompletedProcess(self._process.args, returncode, stdout, stderr)
+
+
+def bundle_cli(config: str, log_dir: Path, **overrides) -> subprocess.CompletedProcess:
+    """Run a config through the CLI and wait for it."""
+    return BundleRun(config, log_dir, **overrides).result()
+
+
+def bundle_in_process(config: str, **overrides) -> list:
+    """Run a config with ``monai.bundle.ConfigWorkflow`` in this process; returns the run list's results."""
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / config), workflow_type=None, **overrides)
+    workflow.initialize()
+    result = workflow.run()
+    workflow.finalize()
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """ConfigWorkflow applies configs/logging.conf to the root logger; undo it after each test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Two small CTs (ct_a: the example CT at 8 mm, ct_b: its mirror image) and a tiny geometry."""
+    root = tmp_path_factory.mktemp("bundle")
+    ct = load_ct(example_ct_path())
+    shape, affine = grid_for_spacing(ct.shape, ct.affine, 8.0)
+    small = resample_area(ct.as_tensor(), shape)
+    cts = root / "cts"
+    save_volume(cts / "ct_a.nii.gz", small, affine)
+    save_volume(cts / "ct_b.nii.gz", torch.flip(small, [0]), affine)
+    geometry = replace(load_geometry("chest_cbct"), detector_shape=(48, 48), pixel_spacing_mm=(12.5, 12.5), name="tiny")
+    geometry_path = root / "tiny_geometry.json"
+    geometry.to_json(geometry_path)
+    return {
+        "root": root,
+        "cts": cts,
+        "ct_a": cts / "ct_a.nii.gz",
+        "ct_b": cts / "ct_b.nii.gz",
+        "geometry": geometry_path,
+    }
+
+
+@pytest.fixture(scope="module")
+def wrong_path_cli(data):
+    """drr.json through the CLI on a missing CT, started in the background early."""
+    missing, out = data["root"] / "no_such_ct.nii.gz", data["root"] / "wrong_path_out"
+    return BundleRun("drr.json", data["root"] / "logs_wrong_path", dataset_dir=missing, output_dir=out), missing, out
+
+
+@pytest.fixture(scope="module")
+def drr_single(data, wrong_path_cli):
+    """drr.json through the CLI on one CT file."""
+    out = data["root"] / "drr_single"
+    proc = bundle_cli("drr.json", data["root"] / "logs_drr", dataset_dir=data["ct_a"], output_dir=out,
+                      geometry=data["geometry"], num_views=VIEWS, device="cpu")  # fmt: skip
+    return proc, out
+
+
+@pytest.fixture(scope="module")
+def recon_cli(data, drr_single):
+    """reconstruct.json through the CLI with exactly the 3D Slicer extension's arguments (background)."""
+    out = data["root"] / "recon_grid"
+    run = BundleRun("reconstruct.json", data["root"] / "logs_recon", projections_dir=drr_single[1] / "projections",
+                    output_dir=out, method="grid", budget_s=3, device="cpu", spacing_mm=12)  # fmt: skip
+    return run, out
+
+
+@pytest.fixture(scope="module")
+def drr_folder(data, recon_cli):
+    """drr.json in-process on a folder of two CTs (while the CLI reconstruction runs)."""
+    out = data["root"] / "drr_folder"
+    bundle_in_process("drr.json", dataset_dir=str(data["cts"]), output_dir=str(out),
+                      geometry=str(data["geometry"]), num_views=VIEWS)  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def recon_fdk(data, drr_single):
+    """reconstruct.json in-process, FDK, on the source grid."""
+    out = data["root"] / "recon_fdk"
+    bundle_in_process("reconstruct.json", projections_dir=str(drr_single[1] / "projections"),
+                      output_dir=str(out), method="fdk")  # fmt: skip
+    return out / "reconstruction.nii.gz"
+
+
+def _psnr_3d(prediction_hu: np.ndarray, reference_hu: np.ndarray) -> float:
+    """Independent 3D PSNR: clip at air, min-max with the reference's range, data range 1."""
+    ref = np.maximum(reference_hu.astype(np.float64), -1000.0)
+    low, high = ref.min(), ref.max()
+    est = np.clip((np.maximum(prediction_hu.astype(np.float64), -1000.0) - low) / (high - low), 0, 1)
+    return float(10 * np.log10(1.0 / np.mean((est - (ref - low) / (high - low)) ** 2)))
+
+
+def _psnr_2d_mean(prediction_dir: Path, reference_dir: Path) -> float:
+    """Independent 2D PSNR: stacks min-max normalized with the reference's range, mean over views."""
+    pred = np.asarray(nib.load(prediction_dir / "projections.nii.gz").dataobj, dtype=np.float64)
+    ref = np.asarray(nib.load(reference_dir / "projections.nii.gz").dataobj, dtype=np.float64)
+    low, high = ref.min(), ref.max()
+    est, truth = np.clip((pred - low) / (high - low), 0, 1), (ref - low) / (high - low)
+    mse = ((est - truth) ** 2).mean(axis=(0, 1))  # NIfTI layout (cols, rows, views)
+    return float(np.mean(10 * np.log10(1.0 / mse)))
+
+
+def _read_csv(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    header = path.read_text().splitlines()[0].split(",")
+    return header, {row["case"]: row for row in rows}
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        CONFIGS / "meta_schema.json",
+        pytest.param(
+            REFERENCE_SCHEMA,
+            marks=pytest.mark.skipif(not REFERENCE_SCHEMA.is_file(), reason="../shared reference schema absent"),
+        ),
+    ],
+    ids=["bundle_schema", "reference_schema"],
+)
+def test_metadata_verifies_and_broken_metadata_does_not(schema, tmp_path):
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert meta["required_packages_version"]["monai-gnerf"] == monai_gnerf.__version__
+    prior = meta["network_data_format"]
+    assert prior["inputs"]["image"]["spatial_shape"] == [128, 128] and prior["inputs"]["image"]["num_channels"] == 1
+    assert prior["outputs"]["views"]["num_channels"] == 72 and prior["outputs"]["volume"]["format"] == "hounsfield"
+    for key, bad_value in (("network_data_format", None), ("authors", ["a", "b"]), ("required_packages_version", "x")):
+        broken = dict(meta)
+        if bad_value is None:
+            del broken[key]
+        else:
+            broken[key] = bad_value
+        path = tmp_path / f"broken_{key}.json"
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match="Failed validating"):
+            verify_metadata(meta_file=str(path), filepath=str(schema))
+
+
+def test_configs_define_the_contract_overrides():
+    """MONAI accepts unknown overrides silently, so a renamed key would break callers without an error."""
+    contract = {
+        "drr.json": {"dataset_dir", "output_dir", "device", "geometry", "num_views", "method"},
+        "reconstruct.json": {"projections_dir", "output_dir", "method", "mask", "budget_s", "iterations"}
+        | {"spacing_mm", "device"},
+        "evaluate.json": {"reconstructions", "references", "projections", "reference_projections", "output_dir"}
+        | {"metrics_3d", "metrics_2d", "test_set_metrics_2d"},
+    }
+    for name, keys in contract.items():
+        config = json.loads((CONFIGS / name).read_text())
+        assert keys <= set(config), f"{name} lacks {keys - set(config)}"
+        assert all("run_or_exit" in step for step in config["run"]), f"{name}: every run step must report errors"
+
+
+# ---------------------------------------------------------------------------------------------- drr.json
+
+
+def test_drr_cli_writes_one_ct_to_output_projections(data, drr_single):
+    proc, out = drr_single
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["projections"]
+    projections, geometry = load_projections(out / "projections")
+    assert tuple(projections.shape) == (VIEWS, 48, 48)
+    assert geometry.angles_deg == pytest.approx([0.0, 60.0, 120.0, 180.0, 240.0, 300.0])
+    assert len(list((out / "projections" / "png").glob("view_*.png"))) == VIEWS
+    ct = load_ct(data["ct_a"])
+    assert torch.allclose(
+        torch.tensor(projections.meta["volume_affine"], dtype=torch.float64), ct.affine.double(), atol=1e-4
+    )
+    assert projections.meta["volume_shape"] == list(ct.shape)
+    expected = GenerateDRR(load_geometry(data["geometry"]).with_uniform_angles(VIEWS))(HUToAttenuation()(ct))
+    assert torch.allclose(projections.as_tensor(), expected.as_tensor(), atol=1e-5)
+    assert float(projections.min()) >= 0.0 and 2.0 < float(projections.max()) < 20.0
+
+
+def test_drr_in_process_writes_each_ct_of_a_folder_to_its_case(drr_single, drr_folder):
+    assert sorted(p.name for p in drr_folder.iterdir()) == ["ct_a", "ct_b"]
+    a, _ = load_projections(drr_folder / "ct_a")
+    b, _ = load_projections(drr_folder / "ct_b")
+    single, _ = load_projections(drr_single[1] / "projections")
+    assert torch.allclose(a.as_tensor(), single.as_tensor(), atol=1e-6)  # CLI and in-process agree
+    assert float((a - b).abs().max()) > 0.1  # the mirrored CT projects differently
+
+
+# ---------------------------------------------------------------------------------------------- reconstruct.json
+
+
+def test_reconstruct_in_process_fdk_lands_on_the_source_ct_grid(data, recon_fdk):
+    image = nib.load(recon_fdk)
+    ct = load_ct(data["ct_a"])
+    assert image.shape == tuple(ct.shape) == (45, 45, 42)
+    assert np.allclose(image.affine, ct.affine.numpy(), atol=1e-4)
+    volume = np.asarray(image.dataobj)
+    assert np.isfinite(volume).all()
+    assert 17.0 < _psnr_3d(volume, ct.numpy()) < 30.0  # FDK of 6 views; uniform air scores 13.9 dB
+
+
+def test_reconstruct_without_projections_simulates_the_example_first(tmp_path):
+    config = json.loads((CONFIGS / "reconstruct.json").read_text())
+    assert config["projections_dir"] is None and config["example_views"] == 20
+    assert config["example_geometry"] == "chest_cbct"
+    bundle_in_process("reconstruct.json", output_dir=str(tmp_path), method="fdk", spacing_mm=10.0, example_views=5)
+    projections, geometry = load_projections(tmp_path / "projections")
+    assert tuple(projections.shape) == (5, 160, 160) and geometry.name == "chest_cbct"
+    ct = load_ct(example_ct_path())
+    shape, affine = grid_for_spacing(ct.shape, ct.affine, 10.0)
+    image = nib.load(tmp_path / "reconstruction.nii.gz")
+    assert image.shape == shape and np.allclose(image.affine, affine.numpy(), atol=1e-3)
+    assert np.isfinite(np.asarray(image.dataobj)).all()
+
+
+def test_reconstruct_cli_contract_writes_hu_volume_over_the_ct_box(data, recon_cli):
+    run, out = recon_cli
+    proc = run.result()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    image = nib.load(out / "reconstruction.nii.gz")
+    ct = load_ct(data["ct_a"])
+    shape, affine = grid_for_spacing(ct.shape, ct.affine, 12.0)
+    assert image.shape == shape == (30, 30, 28)
+    assert np.allclose(image.affine, affine.numpy(), atol=1e-3)
+    volume = np.asarray(image.dataobj)
+    assert volume.dtype == np.float32 and np.isfinite(volume).all()
+    assert -1001.0 <= volume.min() and volume.max() < 4000.0
+    reference = reference_on_grid(ct.as_tensor(), ct.affine, shape, affine)
+    metrics = volume_metrics(torch.from_numpy(volume), reference)
+    # 6 views and seconds of training: well above a uniform volume (about 11 dB, SSIM < 0.01 here)
+    assert 15.0 < metrics["psnr_db"] < 40.0 and 0.4 < metrics["ssim"] < 1.0
+
+
+# ---------------------------------------------------------------------------------------------- evaluate.json
+
+
+def test_evaluate_cli_scores_a_folder_test_set(data, recon_fdk, drr_folder, tmp_path):
+    recons, projections, out = tmp_path / "recons", tmp_path / "projections", tmp_path / "eval"
+    (recons / "ct_a").mkdir(parents=True)
+    shutil.copy(recon_fdk, recons / "ct_a" / "reconstruction.nii.gz")
+    shutil.copy(data["ct_b"], recons / "ct_b.nii.gz")  # an exact copy of its reference
+    shutil.copytree(drr_folder / "ct_a", projections / "ct_a")  # exact
+    shutil.copytree(drr_folder / "ct_a", projections / "ct_b")  # the wrong CT's projections
+    proc = bundle_cli("evaluate.json", tmp_path / "logs", reconstructions=recons, references=data["cts"], projections=projections,
+                      reference_projections=drr_folder, output_dir=out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    header, rows = _read_csv(out / "metrics_3d.csv")
+    assert header == ["case", "prediction", "reference", "psnr_db", "ssim"]
+    assert float(rows["ct_b"]["psnr_db"]) == math.inf and float(rows["ct_b"]["ssim"]) == pytest.approx(1.0, abs=1e-9)
+    expected = _psnr_3d(np.asarray(nib.load(recon_fdk).dataobj), load_ct(data["ct_a"]).numpy())
+    assert float(rows["ct_a"]["psnr_db"]) == pytest.approx(expected, abs=1e-4)
+    assert 0.2 < float(rows["ct_a"]["ssim"]) < 0.99
+
+    header, rows = _read_csv(out / "metrics_2d.csv")
+    assert header == ["case", "prediction", "reference", "views", "psnr_db", "ssim", "gmsd"]
+    assert rows["ct_a"]["views"] == str(VIEWS)
+    assert float(rows["ct_a"]["psnr_db"]) == math.inf and float(rows["ct_a"]["gmsd"]) == 0.0
+    expected = _psnr_2d_mean(projections / "ct_b", drr_folder / "ct_b")
+    assert float(rows["ct_b"]["psnr_db"]) == pytest.approx(expected, abs=1e-4) and expected < 30.0
+    assert 0.0 < float(rows["ct_b"]["ssim"]) < 0.99 and float(rows["ct_b"]["gmsd"]) > 0.01
+
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["data_range"] == 1.0
+    assert summary["volumes"]["mean"]["psnr_db"] == math.inf
+    assert summary["projections"]["mean"]["ssim"] == pytest.approx((1.0 + float(rows["ct_b"]["ssim"])) / 2)
+    assert summary["projections"]["test_set"] == {}
+
+
+def test_evaluate_in_process_resamples_the_reference_and_runs_test_set_metrics(data, recon_cli, drr_single, tmp_path):
+    assert recon_cli[0].result().returncode == 0
+    projections = drr_single[1] / "projections"
+    bundle_in_process("evaluate.json", reconstructions=str(recon_cli[1]), references=str(data["ct_a"]),
+                      projections=str(projections), reference_projections=str(projections), output_dir=str(tmp_path),
+                      test_set_metrics_2d={"mean_abs_error": "$lambda p, r: float((p - r).abs().mean())",
+                                           "views": "$lambda p, r: float(p.shape[0])"})  # fmt: skip
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    (case,) = summary["volumes"]["cases"]
+    assert case["case"] == "ct_a" and case["shape"] == [30, 30, 28]
+    assert case["prediction"] == str(recon_cli[1] / "reconstruction.nii.gz")
+    ct = load_ct(data["ct_a"])
+    volume = np.asarray(nib.load(recon_cli[1] / "reconstruction.nii.gz").dataobj)
+    area_averaged = resample_area(ct.as_tensor(), (30, 30, 28)).numpy()
+    assert case["psnr_db"] == pytest.approx(_psnr_3d(volume, area_averaged), abs=1e-4)
+    assert summary["projections"]["test_set"] == {"mean_abs_error": 0.0, "views": float(VIEWS)}
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
+    run, missing, out = wrong_path_cli
+    proc = run.result()
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1] == f"monai-gnerf: error: dataset not found: {missing}"
+    assert sum("monai-gnerf: error" in line for line in lines) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "config, overrides, message",
+    [
+        ("reconstruct.json", {"projections_dir": "{tmp}/missing_projections"},
+         "projection folder not found: {tmp}/missing_projections"),
+        ("reconstruct.json", {"projections_dir": "{tmp}", "device": "gpu0"}, "unknown device 'gpu0'"),
+        ("drr.json", {"geometry": "no_such_preset"}, "'no_such_preset' is neither a geometry JSON file nor a preset"),
+        ("evaluate.json", {}, "nothing to evaluate"),
+        ("evaluate.json", {"reconstructions": "{tmp}", "references": "example"},
+         "no reconstruction for case 'example_chest_ct'"),
+    ],
+)  # fmt: skip
+def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path):
+    overrides = {key: value.format(tmp=tmp_path) for key, value in overrides.items()}
+    with pytest.raises(SystemExit) as exit_info:
+        bundle_in_process(config, output_dir=str(tmp_path / "out"), **overrides)
+    code = str(exit_info.value.code)
+    assert code.startswith("monai-gnerf: error: ") and "\n" not in code
+    assert message.format(tmp=tmp_path) in code
+
+
+# ---------------------------------------------------------------------------------------------- docs
+
+
+def test_docs_transforms_example_runs(tmp_path, monkeypatch):
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "GenerateDRRd" in block]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "bundle/docs/README.md", "exec"), namespace)  # noqa: S102 - the documented example itself
+    assert tuple(namespace["drr"].shape) == (72, 128, 128)
+    projections, geometry = load_projections(tmp_path / "outputs" / "mednerf_drrs")
+    assert geometry.name == "mednerf_chest" and tuple(projections.shape) == (72, 128, 128)
+    ct = load_ct(example_ct_path())
+    assert projections.meta["volume_shape"] == list(ct.shape)
+    assert torch.allclose(
+        torch.tensor(projections.meta["volume_affine"], dtype=torch.float64), ct.affine.double(), atol=1e-4
+    )
