@@ -283,34 +283,6 @@ def _assert_node_matches_nifti(slicer, node, path: Path) -> None:
     np.testing.assert_allclose(_ijk_to_ras(slicer, node), image.affine, atol=1e-5)
 
 
-def test_xray_nodes_to_grid_reconstruction_through_the_bundle(slicer_module, logic_module, tiny_drrs):
-    slicer, logic = slicer_module, logic_module
-    drrs, geometry = tiny_drrs
-    scene = slicer.vtkMRMLScene()
-    ids = _xray_nodes(slicer, scene, drrs, TINY_PIXEL_MM)
-    params = ReconstructionParameters(
-        xray_node_ids=ids, method="grid", budget_s=3.0, spacing_mm=8.0, geometry="chest_cbct", keep_temp=True
-    )
-    lines, progress = [], []
-    result = logic.GnerfReconstructionLogicCore(scene).run(params, on_log=lines.append, on_progress=lambda f, t: progress.append(f))
-    try:
-        assert result.volume_node.GetScene() is scene
-        _assert_node_matches_nifti(slicer, result.volume_node, result.work_dir / "output" / "reconstruction.nii.gz")
-        volume = slicer.util.arrayFromVolume(result.volume_node)
-        assert volume.shape == (50, 50, 50)  # 600 mm / 1.5 magnification / 8 mm
-        assert volume.max() > 0  # soft tissue and bone in HU
-        written = json.loads((result.work_dir / "projections" / "geometry.json").read_text())
-        assert written["angles_deg"] == list(geometry.angles_deg)
-        assert written["pixel_spacing_mm"] == [TINY_PIXEL_MM, TINY_PIXEL_MM]
-        assert written["source_to_detector_mm"] == geometry.source_to_detector_mm
-        assert any("monai.bundle" in line and "reconstruct.json" in line for line in lines)
-        assert progress[-1] == 1.0 and progress == sorted(progress)
-    finally:
-        import shutil
-
-        shutil.rmtree(result.work_dir, ignore_errors=True)
-
-
 def test_ct_node_to_simulated_xrays_and_fdk_through_the_bundle(slicer_module, logic_module):
     from monai_gnerf.data import example_ct_path
 
@@ -394,6 +366,20 @@ def test_intensities_become_line_integrals(slicer_module, logic_module, tiny_drr
     assert spacing == (0.5, 0.5)
     raw, _ = logic.xray_images(nodes[:1], values_are_intensities=False)
     np.testing.assert_allclose(raw[0], 4000.0 * np.exp(-drrs[0]), rtol=1e-6)
+
+
+def test_single_xray_handed_to_the_generative_bundle_reads_back_exactly(slicer_module, logic_module, tiny_drrs, tmp_path):
+    from monai_gnerf.xray import load_xray
+
+    slicer, logic = slicer_module, logic_module
+    scene = slicer.vtkMRMLScene()
+    ids = _xray_nodes(slicer, scene, tiny_drrs[0][:1], TINY_PIXEL_MM)
+    params = ReconstructionParameters(xray_node_ids=ids, method="generative", view_angles="0")
+    folder = logic.write_projection_folder(tmp_path / "projections", [scene.GetNodeByID(ids[0])], params)
+    xray = load_xray(logic.xray_file(folder))  # what inference.json --xray reads
+    assert xray.is_line_integral and xray.pixel_spacing_mm == (TINY_PIXEL_MM, TINY_PIXEL_MM)
+    assert xray.source_to_detector_mm == 1500.0 and xray.source_to_isocenter_mm == 1000.0
+    np.testing.assert_allclose(xray.values.numpy(), tiny_drrs[0][0], atol=tiny_drrs[0][0].max() / 65535)
 
 
 def test_parameter_node_round_trip(slicer_module, logic_module):
@@ -571,6 +557,9 @@ def panel(slicer_module, monkeypatch):
             return str(MODULE_DIR / "Resources" / name)
 
     class Logic:
+        def __init__(self, parent=None) -> None:
+            super().__init__()  # as Slicer's ScriptedLoadableModuleLogic does: cooperative with mixins
+
         def getParameterNode(self):
             node = scene.GetFirstNodeByName(MODULE_NAME)
             return node or scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", MODULE_NAME)
@@ -608,30 +597,49 @@ def _run_timer(panel, timeout_s: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def test_panel_runs_a_reconstruction_and_apply_turns_into_cancel(panel, slicer_module, tiny_drrs):
-    ui = panel.ui
-    ids = _xray_nodes(slicer_module, panel.scene, tiny_drrs[0], TINY_PIXEL_MM)
+def test_panel_xray_nodes_to_grid_through_the_bundle(panel, slicer_module, tiny_drrs):
+    """The module's panel and logic on a real scene: X-ray volume nodes in, a 3-second grid field
+    reconstructed by the bundle in a separate process, the output node equal to the NIfTI it wrote.
+    Apply turns into Cancel while the process runs."""
+    slicer, ui = slicer_module, panel.ui
+    drrs, geometry = tiny_drrs
+    ids = _xray_nodes(slicer, panel.scene, drrs, TINY_PIXEL_MM)
     assert ui["geometryComboBox"].items == __import__("monai_gnerf.geometry").geometry.list_presets()
     assert not ui["applyButton"].enabled  # nothing selected yet
     ui["xrayVolumesComboBox"].checked_ids = list(ids)
     ui["xrayVolumesComboBox"].emit()
-    ui["methodComboBox"].currentIndex = CHOICES["method"].index("fdk")
-    ui["methodComboBox"].emit(ui["methodComboBox"].currentIndex)
-    ui["spacingSpinBox"].value = 8.0
-    ui["spacingSpinBox"].emit(8.0)
+    for name, value in (("budgetSpinBox", 3.0), ("spacingSpinBox", 8.0)):
+        ui[name].value = value
+        ui[name].emit(value)
+    ui["keepTempCheckBox"].checked = True
+    ui["keepTempCheckBox"].emit(True)
     stored = panel.widget.logic.parameters()
-    assert stored.xray_node_ids == ids and stored.method == "fdk" and stored.spacing_mm == 8.0
-    assert ui["applyButton"].enabled and not ui["budgetSpinBox"].visible and not ui["ctVolumeComboBox"].visible
+    assert stored.xray_node_ids == ids and stored.method == "grid" and stored.geometry == "chest_cbct"
+    assert (stored.budget_s, stored.spacing_mm, stored.keep_temp) == (3.0, 8.0, True)
+    assert ui["applyButton"].enabled and ui["budgetSpinBox"].visible and not ui["ctVolumeComboBox"].visible
 
     ui["applyButton"].click()
     assert ui["applyButton"].text == "Cancel"
     _run_timer(panel)
     assert ui["applyButton"].text == "Apply"
-    assert ui["statusLabel"].text.startswith("Done")
-    assert ui["progressBar"].value == 1000
-    assert any("reconstruct.json" in line for line in ui["logTextEdit"].lines)
-    shown = [kw for text, kw in panel.messages if text == "shown"]
-    assert shown and shown[0]["background"].GetName() == f"{panel.scene.GetNodeByID(ids[0]).GetName()} fdk"
+    assert ui["statusLabel"].text.startswith("Done") and ui["progressBar"].value == 1000
+    assert any("monai.bundle" in line and "reconstruct.json" in line for line in ui["logTextEdit"].lines)
+    shown = [kw["background"] for text, kw in panel.messages if text == "shown"]
+    assert len(shown) == 1 and shown[0].GetName() == "X-ray 0 grid" and shown[0].GetScene() is panel.scene
+    work_dir = Path(next(line for line in ui["logTextEdit"].lines if "temporary folder kept" in line).split(": ", 1)[1])
+    try:
+        _assert_node_matches_nifti(slicer, shown[0], work_dir / "output" / "reconstruction.nii.gz")
+        volume = slicer.util.arrayFromVolume(shown[0])
+        assert volume.shape == (50, 50, 50)  # 600 mm detector / 1.5 magnification / 8 mm
+        assert volume.max() > 0  # soft tissue and bone in HU
+        written = json.loads((work_dir / "projections" / "geometry.json").read_text())
+        assert written["angles_deg"] == list(geometry.angles_deg)  # evenly over 360 degrees
+        assert written["pixel_spacing_mm"] == [TINY_PIXEL_MM, TINY_PIXEL_MM]  # the nodes' spacing
+        assert written["source_to_detector_mm"] == geometry.source_to_detector_mm
+    finally:
+        import shutil
+
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def test_panel_cancel_and_error_message(panel, slicer_module, tiny_drrs):

@@ -564,12 +564,14 @@ class GnerfReconstructionLogicCore:
     """Runs reconstructions for a MRML scene (no Qt; the module's Logic class builds on it).
 
     Args:
-        scene: the MRML scene (``slicer.mrmlScene`` in Slicer, a ``slicer.vtkMRMLScene`` in tests).
+        scene: the MRML scene (``slicer.mrmlScene`` in Slicer, a ``slicer.vtkMRMLScene`` in tests);
+            optional because Slicer's ``ScriptedLoadableModuleLogic`` calls ``super().__init__()``
+            without arguments: the module's logic sets it afterwards.
         python: Python executable that runs the bundle (default: :func:`default_python`).
         env: environment of the bundle processes (default: this process's).
     """
 
-    def __init__(self, scene, python: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, scene=None, python: str | None = None, env: dict[str, str] | None = None) -> None:
         self.scene = scene
         self.python = python or default_python()
         self.env = env
@@ -725,5 +727,9 @@ def find_projection_folder(output_dir: Path) -> Path:
 
 
 def xray_file(projections_dir: Path) -> Path:
-    """The single X-ray of a one-view projection folder, as passed to ``inference.json --xray``."""
-    return projections_dir / "projections.nii.gz"
+    """The single X-ray of a one-view projection folder, as passed to ``inference.json --xray``.
+
+    ``monai_gnerf.xray.load_xray`` reads a PNG inside a projection folder back as exact line
+    integrals with the folder's geometry (pixel spacing and distances).
+    """
+    return projections_dir / "png" / "view_000.png"
