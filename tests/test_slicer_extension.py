@@ -672,6 +672,13 @@ def test_panel_cancel_and_error_message(panel, slicer_module, tiny_drrs):
 
 
 def test_panel_reports_input_problems_without_starting(panel):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # VTKObservationMixin warns on a double or missing observer
+        panel.widget.exit()
+        panel.widget.enter()
+        panel.widget.enter()
     panel.ui["sourceComboBox"].currentIndex = CHOICES["source"].index("ct")
     panel.ui["sourceComboBox"].emit(1)
     assert panel.ui["ctVolumeComboBox"].visible and not panel.ui["xrayVolumesComboBox"].visible

@@ -109,7 +109,9 @@ class GnerfReconstructionLogic(ScriptedLoadableModuleLogic, GnerfReconstructionL
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
-            raise GnerfInputProblem("this module needs the PyTorch extension: install it from the Extensions Manager.")
+            raise GnerfInputProblem(
+                "this module needs the PyTorch extension: install it from the Extensions Manager."
+            ) from None
         torch_logic = PyTorchUtils.PyTorchUtilsLogic()
         if not torch_logic.torchInstalled():
             torch = torch_logic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=_TORCH_REQUIREMENT)
@@ -164,8 +166,7 @@ class GnerfReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def exit(self):
         """Called each time the user opens another module (a running job keeps running)."""
-        if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode)
+        self._observeParameterNode(False)
 
     def onSceneStartClose(self, caller, event):
         """The scene is about to close: stop a running job, forget the parameter node."""
@@ -186,12 +187,20 @@ class GnerfReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def setParameterNode(self, node):
         """Observe ``node`` and show its parameters."""
-        if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode)
+        self._observeParameterNode(False)
         self._parameterNode = node
-        if node is not None:
-            self.addObserver(node, vtk_modified_event(), self.updateGUIFromParameterNode)
+        self._observeParameterNode(True)
         self.updateGUIFromParameterNode()
+
+    def _observeParameterNode(self, observe: bool):
+        """Start or stop updating the panel when the parameter node changes."""
+        node, event, method = self._parameterNode, vtk_modified_event(), self.updateGUIFromParameterNode
+        if node is None or self.hasObserver(node, event, method) == observe:
+            return
+        if observe:
+            self.addObserver(node, event, method)
+        else:
+            self.removeObserver(node, event, method)
 
     def updateGUIFromParameterNode(self, caller=None, event=None):
         """Show the stored parameters in the widgets."""

@@ -82,7 +82,8 @@ class ProcessRunner:
 
     Args:
         args: the command and its arguments.
-        env: the environment (default: this process's, with ``PYTHONUNBUFFERED=1``).
+        env: the environment (default: this process's); ``PYTHONUNBUFFERED=1`` and
+            ``PYTHONIOENCODING=utf-8`` are added unless set.
         cwd: working folder.
         log_path: if given, every output line is appended to this file too.
     """
@@ -96,7 +97,8 @@ class ProcessRunner:
     ) -> None:
         self.args = [str(a) for a in args]
         self.env = dict(os.environ if env is None else env)
-        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env.setdefault("PYTHONUNBUFFERED", "1")  # lines as they come, not when a buffer fills
+        self.env.setdefault("PYTHONIOENCODING", "utf-8")  # progress bars print Unicode into the pipe (Windows)
         self.cwd = None if cwd is None else str(cwd)
         self.log_path = None if log_path is None else Path(log_path)
         self.stderr_lines: deque[str] = deque(maxlen=2000)  # without progress-bar redraws
