@@ -3,8 +3,9 @@
 Given one radiograph on the model's detector (line integrals) and a trained
 :class:`~monai_gnerf.networks.generator.RadianceFieldGenerator`:
 
-1. **GAN inversion**: from several random starts, optimize the shape and appearance codes (and,
-   with ``optimize_pose``, the view angle) so the rendered view matches the X-ray; keep the best;
+1. **GAN inversion**: from several starts (the mean code, then random draws), optimize the shape
+   and appearance codes (and, with ``optimize_pose``, the view angle) so the rendered view
+   matches the X-ray; keep the best;
 2. **generator fine-tuning**: optimize the generator's weights and the codes together, with a
    small learning rate, against the same view.
 
@@ -46,7 +47,8 @@ class SingleViewConfig:
     Args:
         angle_deg: orbit angle of the X-ray (0 = PA), degrees; the start value if optimized.
         optimize_pose: optimize the angle jointly with the codes (pose-aware fitting).
-        restarts: random latent starts tried in the inversion; the best is kept.
+        restarts: latent starts tried in the inversion (the mean code, then random draws); the
+            best is kept.
         latent_iterations: inversion steps (codes, pose).
         finetune_iterations: generator fine-tuning steps.
         latent_lr: Adam learning rate of the codes.
@@ -150,6 +152,12 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def _start_latents(model: RadianceFieldGenerator, restart: int, rng: torch.Generator, device: torch.device):
+    """The first start is the prior's mean code (zeros), later starts are random draws."""
+    z_s, z_a = model.sample_latents(1, rng, device)
+    return (torch.zeros_like(z_s), torch.zeros_like(z_a)) if restart == 0 else (z_s, z_a)
+
+
 def _latent_penalty(z_s: torch.Tensor, z_a: torch.Tensor) -> torch.Tensor:
     return (z_s.pow(2).mean() + z_a.pow(2).mean()) / 2.0
 
@@ -205,7 +213,7 @@ def fit_single_view(
     rng = torch.Generator().manual_seed(config.seed)
     best: tuple[Any, ...] | None = None
     for restart in range(config.restarts):
-        z_s, z_a = (z.clone().requires_grad_(True) for z in model.sample_latents(1, rng, device))
+        z_s, z_a = (z.clone().requires_grad_(True) for z in _start_latents(model, restart, rng, device))
         angle = torch.tensor(float(config.angle_deg), device=device, requires_grad=config.optimize_pose)
         objective_start = copy.deepcopy(objective.state_dict())
 

@@ -77,3 +77,38 @@ def test_reconstruct_and_demo_commands(tmp_path, capsys):
     assert "fdk   3D PSNR" in printed and "grid  3D PSNR" in printed
     for name in ("truth.nii.gz", "fdk.nii.gz", "grid.nii.gz", "figure.png", "metrics.json"):
         assert (tmp_path / "demo" / name).is_file()
+
+
+def test_train_prior_then_single_view_commands(tmp_path, capsys):
+    prior = tmp_path / "prior"
+    main(["train-prior", "--out", str(prior), "--detector_size", "32", "--subjects", "2", "--iterations", "4",
+          "--batch_size", "2", "--patch_size", "8", "--samples_per_ray", "8"])  # fmt: skip
+    assert (prior / "generator.pt").is_file() and (prior / "checkpoints" / "samples.png").is_file()
+    drr = tmp_path / "drr"
+    main(["drr", "example", "--geometry", "mednerf_chest", "--views", "2", "--out", str(drr)])
+    out = tmp_path / "single"
+    main(["single-view", str(drr / "png" / "view_000.png"), "--checkpoint", str(prior / "generator.pt"),
+          "--out", str(out), "--latent_iterations", "2", "--finetune_iterations", "2", "--restarts", "1",
+          "--volume_size", "16", "--views", "72"])  # fmt: skip
+    assert "wrote" in capsys.readouterr().out
+    views = nib.load(out / "views" / "projections.nii.gz")
+    assert views.shape == (32, 32, 72) and len(list((out / "views" / "png").glob("*.png"))) == 72
+    volume = nib.load(out / "volume.nii.gz")
+    assert volume.shape == (16, 16, 16) and np.isfinite(volume.get_fdata()).all()
+    spacing = 2 * 200.0 / 16  # the generator's scene cube (extent 200 mm) on 16 voxels
+    assert np.allclose(volume.affine[:3, :3], np.eye(3) * spacing)
+    assert np.allclose(volume.affine[:3, 3], -(16 - 1) / 2 * spacing)  # centred on the isocenter
+    assert (out / "views.gif").stat().st_size > 0 and (out / "fit.json").is_file()
+
+
+def test_single_view_with_a_missing_checkpoint_is_one_line(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["single-view", str(image), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"monai-gnerf: error: checkpoint not found: {tmp_path / 'none.pt'}"
+    assert not (tmp_path / "o").exists()
