@@ -12,7 +12,9 @@ projections), always with an explicit ``data_range``:
 * Projection sets (line integrals) are min-max normalized with the reference stack's range and
   compared view by view with ``data_range=1``; a case's value is the mean over its views.
 * Test-set metrics (distribution metrics such as FID/KID) see all normalized views of all cases
-  at once: pass them as ``test_set_metrics_2d`` (the hook ``bundle/configs/evaluate.json`` uses).
+  at once: pass them as ``test_set_metrics_2d`` (the hook ``bundle/configs/evaluate.json`` uses);
+  :func:`feature_set_metric` builds one from a feature distance of
+  :mod:`monai_gnerf.feature_metrics` and a feature extractor.
 
 Pairing (:func:`volume_pairs`, :func:`projection_pairs`): references are one CT or a folder of
 CTs (cases as in :func:`monai_gnerf.bundle_support.ct_cases`); the reconstruction of case
@@ -33,9 +35,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from monai_gnerf.bundle_support import ct_cases, is_ct_collection
 from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.feature_metrics import RandomConvFeatures, TorchScriptFeatures, extract_features
 from monai_gnerf.grids import resample_area, resampled_affine
 from monai_gnerf.io import atomic_output_file, load_ct
 from monai_gnerf.metrics import gmsd, normalize_to_reference, psnr, ssim
@@ -50,6 +54,7 @@ __all__ = [
     "PairMetric",
     "SetMetric",
     "evaluate_test_set",
+    "feature_set_metric",
     "projection_metrics",
     "projection_pairs",
     "reference_on_grid",
@@ -132,6 +137,58 @@ def projection_metrics(
         name: float(sum(metric(e, t, 1.0) for e, t in zip(estimate, truth)) / len(truth))
         for name, metric in (metrics or METRICS_2D).items()
     }
+
+
+def feature_set_metric(
+    distance: Callable[[torch.Tensor, torch.Tensor], float | tuple[float, ...]],
+    extractor: nn.Module | str | Path | None = None,
+    batch_size: int = 64,
+) -> SetMetric:
+    """A test-set metric from a feature-space distance and a feature extractor.
+
+    The extractor is made on first use, so a missing file is reported while the evaluation runs
+    (as a :class:`~monai_gnerf.errors.GnerfInputError`), not while a config is parsed.
+
+    Args:
+        distance: e.g. :func:`monai_gnerf.feature_metrics.frechet_distance` (FID) or
+            :func:`~monai_gnerf.feature_metrics.kernel_inception_distance` (KID; of its
+            ``(mean, standard error)`` the mean is kept).
+        extractor: a module mapping grey images ``(N, H, W)`` in [0, 1] to features ``(N, D)``;
+            a path: a local TorchScript network (e.g. Inception-v3) loaded by
+            :class:`~monai_gnerf.feature_metrics.TorchScriptFeatures`; None: the fixed random CNN
+            :class:`~monai_gnerf.feature_metrics.RandomConvFeatures` (values comparable between
+            runs of this project only, not with published Inception FID/KID).
+        batch_size: images per extractor call.
+
+    Returns:
+        ``metric(predicted_views, reference_views) -> float`` for ``test_set_metrics_2d``; its
+        ``description`` attribute names the features.
+    """
+    made: list[nn.Module] = []
+
+    def features_of(views: torch.Tensor) -> torch.Tensor:
+        if not made:
+            if isinstance(extractor, nn.Module):
+                made.append(extractor)
+            elif extractor is None:
+                made.append(RandomConvFeatures())
+            else:
+                made.append(TorchScriptFeatures(extractor))
+        return extract_features(views.float(), made[0], batch_size)
+
+    def metric(predicted_views: torch.Tensor, reference_views: torch.Tensor) -> float:
+        with torch.no_grad():
+            value = distance(features_of(predicted_views), features_of(reference_views))
+        return float(value[0] if isinstance(value, tuple) else value)
+
+    if isinstance(extractor, nn.Module):
+        features = type(extractor).__name__
+    elif extractor is None:
+        features = "RandomConvFeatures() (fixed random CNN: compare runs of this project only)"
+    else:
+        features = f"TorchScript network {extractor}"
+    metric.description = f"{getattr(distance, '__name__', 'distance')} of {features} features"  # type: ignore[attr-defined]
+    return metric
 
 
 def _reconstruction_of(reconstructions: Path, name: str, single: bool) -> Path:
@@ -284,6 +341,9 @@ def evaluate_test_set(
             "cases": rows,
             "mean": _mean(rows, list(metrics_2d)),
             "test_set": test_set,
+            "test_set_descriptions": {
+                name: getattr(metric, "description", "") for name, metric in test_set_metrics_2d.items()
+            },
         }
         summary["outputs"]["metrics_2d_csv"] = str(path)
     summary["outputs"]["metrics_json"] = str(output_dir / "metrics.json")

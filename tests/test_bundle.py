@@ -26,6 +26,12 @@ from monai.bundle import ConfigWorkflow, verify_metadata
 import monai_gnerf
 from monai_gnerf.data import example_ct_path
 from monai_gnerf.evaluation import reference_on_grid, volume_metrics
+from monai_gnerf.feature_metrics import (
+    RandomConvFeatures,
+    extract_features,
+    frechet_distance,
+    kernel_inception_distance,
+)
 from monai_gnerf.geometry import load_geometry
 from monai_gnerf.grids import grid_for_spacing, resample_area
 from monai_gnerf.io import load_ct, save_volume
@@ -162,6 +168,16 @@ def _psnr_2d_mean(prediction_dir: Path, reference_dir: Path) -> float:
     est, truth = np.clip((pred - low) / (high - low), 0, 1), (ref - low) / (high - low)
     mse = ((est - truth) ** 2).mean(axis=(0, 1))  # NIfTI layout (cols, rows, views)
     return float(np.mean(10 * np.log10(1.0 / mse)))
+
+
+def _normalized_views(prediction_dir: Path, reference_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both stacks ``(views, rows, cols)`` min-max normalized with the reference's range (prediction clipped)."""
+    pred = np.asarray(nib.load(prediction_dir / "projections.nii.gz").dataobj, dtype=np.float64).transpose(2, 1, 0)
+    ref = np.asarray(nib.load(reference_dir / "projections.nii.gz").dataobj, dtype=np.float64).transpose(2, 1, 0)
+    low, high = ref.min(), ref.max()
+    return torch.from_numpy(np.clip((pred - low) / (high - low), 0, 1)).float(), torch.from_numpy(
+        (ref - low) / (high - low)
+    ).float()
 
 
 def _read_csv(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -308,7 +324,7 @@ def test_evaluate_cli_scores_a_folder_test_set(data, recon_fdk, drr_folder, tmp_
     shutil.copytree(drr_folder / "ct_a", projections / "ct_a")  # exact
     shutil.copytree(drr_folder / "ct_a", projections / "ct_b")  # the wrong CT's projections
     proc = bundle_cli("evaluate.json", tmp_path / "logs", reconstructions=recons, references=data["cts"], projections=projections,
-                      reference_projections=drr_folder, output_dir=out)  # fmt: skip
+                      reference_projections=drr_folder, output_dir=out, test_set_metrics_2d="@fid_kid_metrics")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     header, rows = _read_csv(out / "metrics_3d.csv")
@@ -330,7 +346,17 @@ def test_evaluate_cli_scores_a_folder_test_set(data, recon_fdk, drr_folder, tmp_
     assert summary["data_range"] == 1.0
     assert summary["volumes"]["mean"]["psnr_db"] == math.inf
     assert summary["projections"]["mean"]["ssim"] == pytest.approx((1.0 + float(rows["ct_b"]["ssim"])) / 2)
-    assert summary["projections"]["test_set"] == {}
+    test_set = summary["projections"]["test_set"]
+    assert set(test_set) == {"fid", "kid"}
+    assert "RandomConvFeatures" in summary["projections"]["test_set_descriptions"]["fid"]
+    predicted = torch.cat([_normalized_views(projections / c, drr_folder / c)[0] for c in ("ct_a", "ct_b")])
+    reference = torch.cat([_normalized_views(projections / c, drr_folder / c)[1] for c in ("ct_a", "ct_b")])
+    extractor = RandomConvFeatures(features=64, seed=0)
+    with torch.no_grad():
+        features = extract_features(predicted, extractor), extract_features(reference, extractor)
+    assert test_set["fid"] == pytest.approx(frechet_distance(*features), rel=1e-5, abs=1e-12)
+    assert test_set["kid"] == pytest.approx(kernel_inception_distance(*features)[0], rel=1e-5)
+    assert test_set["fid"] > 1e-8  # the wrong CT's views (identical sets: |FID| < 1e-10)
 
 
 def test_evaluate_in_process_resamples_the_reference_and_runs_test_set_metrics(data, recon_cli, drr_single, tmp_path):
@@ -349,6 +375,7 @@ def test_evaluate_in_process_resamples_the_reference_and_runs_test_set_metrics(d
     area_averaged = resample_area(ct.as_tensor(), (30, 30, 28)).numpy()
     assert case["psnr_db"] == pytest.approx(_psnr_3d(volume, area_averaged), abs=1e-4)
     assert summary["projections"]["test_set"] == {"mean_abs_error": 0.0, "views": float(VIEWS)}
+    assert summary["projections"]["test_set_descriptions"] == {"mean_abs_error": "", "views": ""}
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -375,15 +402,19 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         ("evaluate.json", {}, "nothing to evaluate"),
         ("evaluate.json", {"reconstructions": "{tmp}", "references": "example"},
          "no reconstruction for case 'example_chest_ct'"),
+        ("evaluate.json", {"projections": "{projections}", "reference_projections": "{projections}",
+                           "test_set_metrics_2d": "@fid_kid_metrics", "feature_extractor_file": "{tmp}/inception.pt"},
+         "feature extractor file not found: {tmp}/inception.pt"),
     ],
 )  # fmt: skip
-def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path):
-    overrides = {key: value.format(tmp=tmp_path) for key, value in overrides.items()}
+def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single):
+    places = {"tmp": tmp_path, "projections": drr_single[1] / "projections"}
+    overrides = {key: value.format(**places) for key, value in overrides.items()}
     with pytest.raises(SystemExit) as exit_info:
         bundle_in_process(config, output_dir=str(tmp_path / "out"), **overrides)
     code = str(exit_info.value.code)
     assert code.startswith("monai-gnerf: error: ") and "\n" not in code
-    assert message.format(tmp=tmp_path) in code
+    assert message.format(**places) in code
 
 
 # ---------------------------------------------------------------------------------------------- docs
