@@ -76,21 +76,19 @@ class PhantomViewDataset(_ViewDataset):
             raise GnerfInputError("a phantom dataset needs at least one subject.")
         self.angles_deg = self.geometry.angles_deg
         self.num_subjects = len(self.subjects)
-        self._cache: dict[int, torch.Tensor] = {}
+        self._views: dict[int, torch.Tensor] = {}
+        self._rays = self.geometry.rays(dtype=torch.float64)
+
+    def views(self, subject_index: int) -> torch.Tensor:
+        """All views ``(V, H, W)`` of one subject of the split (computed once, in one batch)."""
+        if subject_index not in self._views:
+            phantom = self.population.subject(self.subjects[subject_index])
+            self._views[subject_index] = phantom.line_integrals(*self._rays).float()
+        return self._views[subject_index]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         subject, view = self._split(index)
-        if index not in self._cache:  # exact projections are cheap, but not free: computed once
-            origins, directions = self.geometry.rays([view], dtype=torch.float64)
-            phantom = self.population.subject(self.subjects[subject])
-            self._cache[index] = phantom.line_integrals(origins[0], directions[0]).float()
-        return _item(self._cache[index], self.angles_deg[view], self.subjects[subject])
-
-    def views(self, subject_index: int) -> torch.Tensor:
-        """All views ``(V, H, W)`` of one subject of the split."""
-        return torch.stack(
-            [self[subject_index * len(self.angles_deg) + v]["image"] for v in range(len(self.angles_deg))]
-        )
+        return _item(self.views(subject)[view], self.angles_deg[view], self.subjects[subject])
 
 
 def ct_files(source: str | Path | Sequence[str | Path]) -> list[Path]:

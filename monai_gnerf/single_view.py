@@ -19,6 +19,7 @@ views (72 at 5 degrees) and is sampled into a volume (attenuation in 1/mm, or HU
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -211,20 +212,21 @@ def fit_single_view(
     objective = _Objective(config).to(device)
     history: list[float] = []
     rng = torch.Generator().manual_seed(config.seed)
+
+    def loss_of(z_s: torch.Tensor, z_a: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+        rendered = render(model, z_s, z_a, angle)
+        return objective(rendered, target) + config.latent_prior_weight * _latent_penalty(z_s, z_a)
+
     best: tuple[Any, ...] | None = None
     for restart in range(config.restarts):
         z_s, z_a = (z.clone().requires_grad_(True) for z in _start_latents(model, restart, rng, device))
         angle = torch.tensor(float(config.angle_deg), device=device, requires_grad=config.optimize_pose)
         objective_start = copy.deepcopy(objective.state_dict())
-
-        def inversion_loss() -> torch.Tensor:
-            rendered = render(model, z_s, z_a, angle)
-            return objective(rendered, target) + config.latent_prior_weight * _latent_penalty(z_s, z_a)
-
         groups = [{"params": [z_s, z_a], "lr": config.latent_lr}, {"params": _trainable(objective), "lr": 0.01}]
         if config.optimize_pose:
             groups.append({"params": [angle], "lr": config.pose_lr_deg})
-        _optimize(groups, config.latent_iterations, inversion_loss, history, f"inversion {restart + 1}", progress)
+        step_loss = functools.partial(loss_of, z_s, z_a, angle)
+        _optimize(groups, config.latent_iterations, step_loss, history, f"inversion {restart + 1}", progress)
         with torch.no_grad():
             mse = F.mse_loss(render(model, z_s, z_a, angle), target).item()
         if best is None or mse < best[0]:
@@ -236,11 +238,6 @@ def fit_single_view(
     angle = angle0.clone().requires_grad_(config.optimize_pose)
     model.requires_grad_(True)
 
-    def finetune_loss() -> torch.Tensor:
-        return objective(render(model, z_s, z_a, angle), target) + config.latent_prior_weight * _latent_penalty(
-            z_s, z_a
-        )
-
     groups = [
         {"params": list(model.parameters()), "lr": config.finetune_lr},
         {"params": [z_s, z_a], "lr": config.latent_lr * 0.1},
@@ -248,7 +245,8 @@ def fit_single_view(
     ]
     if config.optimize_pose:
         groups.append({"params": [angle], "lr": config.pose_lr_deg * 0.1})
-    _optimize(groups, config.finetune_iterations, finetune_loss, history, "fine-tuning", progress)
+    step_loss = functools.partial(loss_of, z_s, z_a, angle)
+    _optimize(groups, config.finetune_iterations, step_loss, history, "fine-tuning", progress)
     model.eval().requires_grad_(False)
     _LOGGER.info(
         f"single-view fit: angle {float(angle.detach()):.1f} deg, final loss {history[-1] if history else float('nan'):.4g}"
