@@ -126,7 +126,7 @@ def main() -> None:
         chosen = [r for r in rows if r["method"] == method]
         summary[method] = {k: sum(r[k] for r in chosen) / len(chosen) for k in ("psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "seconds")}
     print(f"\nprior: {prior.iterations} iterations in {prior.seconds:.0f} s on {args.subjects} subjects")
-    print(f"| method | 2D PSNR dB (71 unseen views) | 2D SSIM | 3D PSNR dB | 3D SSIM | fit s |\n|---|---|---|---|---|---|")
+    print("| method | 2D PSNR dB (71 unseen views) | 2D SSIM | 3D PSNR dB | 3D SSIM | fit s |\n|---|---|---|---|---|---|")
     for method, m in summary.items():
         print(f"| {method} | {m['psnr_2d']:.2f} | {m['ssim_2d']:.3f} | {m['psnr_3d']:.2f} | {m['ssim_3d']:.3f} | {m['seconds']:.0f} |")
     print(f"random-CNN FID samples vs training views: {generative['fid_random_cnn']:.4f} "

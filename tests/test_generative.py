@@ -217,7 +217,10 @@ def test_single_view_with_the_trained_prior_beats_the_untrained_generator(one_su
     truth = dataset.views(0)
     config = SingleViewConfig(restarts=2, latent_iterations=20, finetune_iterations=20)
     scores = {}
-    for name, generator in (("trained", trained_prior.generator), ("untrained", RadianceFieldGenerator(TINY_GENERATOR))):
+    for name, generator in (
+        ("trained", trained_prior.generator),
+        ("untrained", RadianceFieldGenerator(TINY_GENERATOR)),
+    ):
         fit = fit_single_view(generator, trained_prior.geometry, truth[0], config, progress=False)
         with torch.no_grad():
             views = render_views(fit.generator, fit.z_shape, fit.z_appearance, trained_prior.geometry)
@@ -229,7 +232,9 @@ def test_single_view_with_the_trained_prior_beats_the_untrained_generator(one_su
 def test_single_view_optimizes_the_pose(one_subject, trained_prior):
     geometry, dataset = one_subject
     truth = dataset.views(0)[0]
-    config = SingleViewConfig(angle_deg=8.0, optimize_pose=True, restarts=1, latent_iterations=15, finetune_iterations=0)
+    config = SingleViewConfig(
+        angle_deg=8.0, optimize_pose=True, restarts=1, latent_iterations=15, finetune_iterations=0
+    )
     fit = fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False)
     assert fit.angle_deg != 8.0 and math.isfinite(fit.angle_deg)
 
@@ -247,7 +252,10 @@ def _direct_kid(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def test_kid_matches_a_direct_computation():
     gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(7, 5, generator=gen, dtype=torch.float64), torch.randn(7, 5, generator=gen, dtype=torch.float64) + 0.3
+    x, y = (
+        torch.randn(7, 5, generator=gen, dtype=torch.float64),
+        torch.randn(7, 5, generator=gen, dtype=torch.float64) + 0.3,
+    )
     mean, error = kernel_inception_distance(x, y, num_subsets=1, subset_size=7)
     assert mean == pytest.approx(_direct_kid(x, y), rel=1e-10)
     assert error == 0.0
@@ -275,3 +283,53 @@ def test_torchscript_extractor_loads_a_local_file_only(tmp_path):
     net.save(str(tmp_path / "tiny.pt"))
     extractor = TorchScriptFeatures(tmp_path / "tiny.pt", input_size=24)
     assert extract_features(torch.rand(5, 32, 32), extractor).shape == (5, 4)
+
+
+# ---------------------------------------------------------------- training data
+def test_ct_view_dataset_renders_the_ct_drr():
+    from monai_gnerf.data import example_ct_path
+    from monai_gnerf.datasets import CTViewDataset
+    from monai_gnerf.io import load_ct
+    from monai_gnerf.physics import hu_to_attenuation
+    from monai_gnerf.rendering import render_drr
+
+    geometry = load_geometry("mednerf_chest").with_detector_shape(24, 24).with_uniform_angles(4)
+    dataset = CTViewDataset(example_ct_path(), geometry)
+    assert len(dataset) == 4
+    item = dataset[2]
+    ct = load_ct(example_ct_path())
+    expected = render_drr(hu_to_attenuation(ct), geometry, views=[2])[0]
+    assert torch.allclose(item["image"], expected, atol=1e-4) and item["angle_deg"] == 180.0
+
+
+def test_mednerf_folder_dataset_and_data_dispatch(tmp_path):
+    from PIL import Image
+
+    from monai_gnerf.datasets import MedNeRFFolderDataset
+    from monai_gnerf.workflows import prior_dataset
+
+    for subject in ("s1", "s2"):
+        (tmp_path / subject).mkdir()
+        for view in range(4):
+            Image.fromarray(torch.full((8, 8), 51 * view, dtype=torch.uint8).numpy()).save(
+                tmp_path / subject / f"{view:03d}.png"
+            )
+    dataset = prior_dataset(tmp_path, tiny_geometry())
+    assert isinstance(dataset, MedNeRFFolderDataset) and len(dataset) == 8
+    assert dataset.angles_deg == (0.0, 90.0, 180.0, 270.0)
+    item = dataset[7]  # subject 2, view 3
+    assert item["subject"] == 1 and torch.allclose(item["image"], torch.full((8, 8), 0.6 * dataset.full_scale))
+    assert isinstance(prior_dataset("phantoms:knee", tiny_geometry(), subjects=3), PhantomViewDataset)
+    with pytest.raises(GnerfInputError, match="training data not found"):
+        prior_dataset(tmp_path / "nothing", tiny_geometry())
+    with pytest.raises(GnerfInputError, match="unknown phantom population"):
+        prior_dataset("phantoms:liver", tiny_geometry())
+
+
+def test_population_is_deterministic_and_varied():
+    population = PhantomPopulation("chest", seed=3)
+    assert population.subject(5) == population.subject(5)
+    assert population.subject(5) != population.subject(6)
+    o, d = tiny_geometry(1).rays(dtype=torch.float64)
+    a, b = (population.subject(i).line_integrals(o[0], d[0]) for i in (5, 6))
+    assert (a - b).abs().max() > 0.05 and a.max() > 1.0  # realistic chest line integrals
