@@ -36,7 +36,7 @@ BUNDLE = ROOT / "bundle"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-from GnerfReconstructionLib.parameters import (
+from GnerfReconstructionLib.parameters import (  # noqa: E402 - after the sys.path entry
     CHOICES,
     DEVICES,
     METHOD_LABELS,
@@ -48,7 +48,7 @@ from GnerfReconstructionLib.parameters import (
     parameters_to_strings,
     parse_angles,
 )
-from GnerfReconstructionLib.process import ProcessRunner, error_message, is_progress_bar, parse_progress
+from GnerfReconstructionLib.process import ProcessRunner, error_message, is_progress_bar, parse_progress  # noqa: E402
 
 TINY_VIEWS = 6
 TINY_PIXELS = 32
