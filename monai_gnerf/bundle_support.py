@@ -12,6 +12,10 @@ process exits with status 1. Any other exception is a bug and keeps its tracebac
 Called in-process (``monai.bundle.ConfigWorkflow``), the same error surfaces as a ``SystemExit``
 whose ``code`` is the message.
 
+The generative prior's configs use :func:`bundle_root` (where ``models/model.pt`` lives) and
+:func:`simulate_model_xray` (the default input of ``inference.json``: one simulated X-ray in the
+trained generator's own acquisition geometry).
+
 Dataset layout used by ``drr.json`` and ``evaluate.json`` (:func:`ct_cases`): a dataset is one
 CT (a NIfTI/NRRD/MHA file, a folder holding one DICOM series, or ``example``) or a folder of
 CTs (CT files and/or one DICOM-series subfolder per CT). Each CT of a folder is a *case* named
@@ -20,8 +24,10 @@ after its file without suffix (``lung_01.nii.gz`` -> ``lung_01``) or its subfold
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,24 +35,30 @@ import torch
 
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.physics import MU_WATER_PER_MM
+from monai_gnerf.prior import load_generator
 from monai_gnerf.rendering import RenderMethod
 from monai_gnerf.workflows import resolve_ct_path, simulate_drrs
 
 __all__ = [
     "CT_SUFFIXES",
+    "REPOSITORY_BUNDLE",
     "SINGLE_CT_FOLDER",
+    "bundle_root",
     "case_name",
     "check_device",
     "ct_cases",
     "is_ct_collection",
     "run_or_exit",
     "simulate_dataset",
+    "simulate_model_xray",
 ]
 
 T = TypeVar("T")
 CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SINGLE_CT_FOLDER = "projections"
 """Name of the projection folder written for a dataset that is a single CT."""
+REPOSITORY_BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+"""The bundle folder of the repository this package was installed from (editable install)."""
 _LOGGER = logging.getLogger("monai_gnerf.bundle_support")
 
 
@@ -151,3 +163,62 @@ def simulate_dataset(
             simulate_drrs(path, geometry, out, method, step_mm, mu_water_per_mm, noise_i0, num_views, device, seed)
         )
     return written
+
+
+def bundle_root() -> str:
+    """The folder of the bundle whose config is being run (``bundle_root`` in the configs).
+
+    That is the parent of the ``configs`` folder of the running ``monai.bundle.ConfigWorkflow``
+    (``python -m monai.bundle run`` or in-process), the folder MONAI itself puts on ``sys.path``,
+    so ``models/model.pt`` is found from any working directory. Outside a running workflow (e.g.
+    ``python -m monai.bundle ckpt_export`` without ``--bundle_root``) it is the repository's
+    ``bundle/`` folder. ``--bundle_root DIR`` overrides it in every case.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            workflow = frame.f_locals.get("self")
+            if isinstance(workflow, ConfigWorkflow):
+                root = Path(workflow.config_root_path)
+                return str((root.parent if root.name == "configs" else root).resolve())
+            frame = frame.f_back
+    finally:
+        del frame
+    return str(REPOSITORY_BUNDLE)
+
+
+def simulate_model_xray(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    ct: str | Path = "example",
+    angle_deg: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Simulate one X-ray of a CT in the acquisition geometry of a generator file.
+
+    The geometry is the generator's training geometry (detector size and pitch, distances) with
+    one view at ``angle_deg`` (0 = posterior-anterior) and the isocenter at the CT's centre. The
+    view is written as a projection folder (see :func:`~monai_gnerf.workflows.simulate_drrs`),
+    whose PNG :func:`~monai_gnerf.xray.load_xray` reads back as line integrals.
+
+    Args:
+        checkpoint: generator file (``generator.pt`` of ``train.json``, ``models/model.pt``).
+        output_dir: projection folder to write.
+        ct: CT in HU (file, DICOM series folder, or ``example``).
+        angle_deg: orbit angle of the view, degrees.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        The view's PNG, ``output_dir/png/view_000.png``.
+
+    Raises:
+        GnerfInputError: missing or incompatible generator file, missing CT, unknown device.
+    """
+    device = check_device(device)
+    _, geometry, _ = load_generator(checkpoint)
+    geometry = replace(geometry, isocenter_mm=None).with_uniform_angles(1, start_deg=angle_deg)
+    _LOGGER.info(f"simulating one {geometry.detector_shape} view of {ct} at {angle_deg} deg -> {output_dir}")
+    folder = simulate_drrs(ct, geometry, output_dir, device=device)
+    return folder / "png" / "view_000.png"

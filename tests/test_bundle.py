@@ -1,7 +1,8 @@
 """The MONAI bundle in ``bundle/``: every config end to end, through the CLI and in-process.
 
 Tiny settings keep this file fast: the example CT area-averaged to 8 mm (45x45x42), a 48x48
-detector of 12.5 mm (8.3 mm pixels at the isocenter), 6 views, seconds of training.
+detector of 12.5 mm (8.3 mm pixels at the isocenter), 6 views, seconds of training; the generative
+prior on a 32x32 detector, 2 phantom subjects, 8x8 patches, 8 samples per ray, 4 iterations.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import csv
 import json
 import logging
 import math
+import os
 import re
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -24,6 +29,7 @@ import torch
 from monai.bundle import ConfigWorkflow, verify_metadata
 
 import monai_gnerf
+import monai_gnerf.bundle_support
 from monai_gnerf.data import example_ct_path
 from monai_gnerf.evaluation import reference_on_grid, volume_metrics
 from monai_gnerf.feature_metrics import (
@@ -35,8 +41,12 @@ from monai_gnerf.feature_metrics import (
 from monai_gnerf.geometry import load_geometry
 from monai_gnerf.grids import grid_for_spacing, resample_area
 from monai_gnerf.io import load_ct, save_volume
+from monai_gnerf.networks.generator import GeneratorConfig
+from monai_gnerf.prior import load_generator
 from monai_gnerf.projections import load_projections
+from monai_gnerf.rendering import volume_center_mm
 from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
+from monai_gnerf.xray import load_xray
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 CONFIGS = BUNDLE / "configs"
@@ -44,23 +54,46 @@ REFERENCE_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "reference" 
 VIEWS = 6
 
 
-class BundleRun:
-    """``python -m monai.bundle run --config_file bundle/configs/CONFIG --key value ...`` started in the
-    background (output to files, so a full pipe never stalls it); :meth:`result` waits for it."""
+class BackgroundRun:
+    """A command started in the background in its own session, output to files (so a full pipe never
+    stalls it); :meth:`result` waits for it, and kills it with all its children after ``timeout``."""
 
-    def __init__(self, config: str, log_dir: Path, **overrides) -> None:
-        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config)]
-        for key, value in overrides.items():
-            command += [f"--{key}", str(value)]
+    def __init__(self, command: list[str], log_dir: Path, timeout: float = 300, cwd: Path | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._logs = log_dir / "stdout.txt", log_dir / "stderr.txt"
+        self._timeout = timeout
         with self._logs[0].open("w") as out, self._logs[1].open("w") as err:
-            self._process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+            self._process = subprocess.Popen(
+                command, stdout=out, stderr=err, text=True, cwd=cwd, start_new_session=True
+            )
 
     def result(self) -> subprocess.CompletedProcess:
-        returncode = self._process.wait(timeout=300)
+        try:
+            returncode = self._process.wait(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+            raise
         stdout, stderr = (path.read_text() for path in self._logs)
         return subprocess.CompletedProcess(self._process.args, returncode, stdout, stderr)
+
+
+class BundleRun(BackgroundRun):
+    """``python -m monai.bundle run --config_file bundle/configs/CONFIG --key value ...`` in the background.
+
+    ``config`` may be a list of configs (merged in order); ``launcher`` holds Python arguments that run
+    before ``-m monai.bundle`` (e.g. ``-m torch.distributed.run --nproc_per_node=2``).
+    """
+
+    def __init__(
+        self, config: str | list[str], log_dir: Path, launcher: tuple[str, ...] = (), timeout: float = 300, **overrides
+    ) -> None:
+        files = [str(CONFIGS / name) for name in ([config] if isinstance(config, str) else config)]
+        config_file = files[0] if len(files) == 1 else repr(files)
+        command = [sys.executable, *launcher, "-m", "monai.bundle", "run", "--config_file", config_file]
+        for key, value in overrides.items():
+            command += [f"--{key}", str(value)]
+        super().__init__(command, log_dir, timeout)
 
 
 def bundle_cli(config: str, log_dir: Path, **overrides) -> subprocess.CompletedProcess:
@@ -207,7 +240,7 @@ def test_metadata_verifies_and_broken_metadata_does_not(schema, tmp_path):
     assert meta["version"] in meta["changelog"]
     assert meta["required_packages_version"]["monai-gnerf"] == monai_gnerf.__version__
     prior = meta["network_data_format"]
-    assert prior["inputs"]["image"]["spatial_shape"] == [128, 128] and prior["inputs"]["image"]["num_channels"] == 1
+    assert prior["inputs"]["image"]["spatial_shape"] == [64, 64] and prior["inputs"]["image"]["num_channels"] == 1
     assert prior["outputs"]["views"]["num_channels"] == 72 and prior["outputs"]["volume"]["format"] == "hounsfield"
     for key, bad_value in (("network_data_format", None), ("authors", ["a", "b"]), ("required_packages_version", "x")):
         broken = dict(meta)
@@ -229,11 +262,20 @@ def test_configs_define_the_contract_overrides():
         | {"spacing_mm", "device"},
         "evaluate.json": {"reconstructions", "references", "projections", "reference_projections", "output_dir"}
         | {"metrics_3d", "metrics_2d", "test_set_metrics_2d"},
+        "train.json": {"dataset_dir", "output_dir", "device", "max_iterations", "budget_s", "detector_size", "subjects"}
+        | {"batch_size", "patch_size", "num_samples", "tensorboard_dir", "checkpoint_every", "sample_every"},
+        "inference.json": {"xray", "checkpoint", "output_dir", "angle_deg", "optimize_pose", "weighting", "device"}
+        | {"latent_iterations", "finetune_iterations", "restarts", "num_views", "volume_size", "network_def"},
+        "multi_gpu_train.json": {"backend", "device", "initialize", "finalize"},
     }
     for name, keys in contract.items():
         config = json.loads((CONFIGS / name).read_text())
         assert keys <= set(config), f"{name} lacks {keys - set(config)}"
-        assert all("run_or_exit" in step for step in config["run"]), f"{name}: every run step must report errors"
+        assert all("run_or_exit" in step for step in config.get("run", [])), (
+            f"{name}: every run step must report errors"
+        )
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    assert inference["checkpoint"] == "$@bundle_root + '/models/model.pt'" and inference["num_views"] == 72
 
 
 # ---------------------------------------------------------------------------------------------- drr.json
@@ -405,11 +447,17 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         ("evaluate.json", {"projections": "{projections}", "reference_projections": "{projections}",
                            "test_set_metrics_2d": "@fid_kid_metrics", "feature_extractor_file": "{tmp}/inception.pt"},
          "feature extractor file not found: {tmp}/inception.pt"),
+        ("train.json", {"dataset_dir": "{tmp}/no_such_data"}, "training data not found: {tmp}/no_such_data"),
+        ("train.json", {"batch_size": 0}, "batch_size and max_iterations must be >= 1"),
+        ("inference.json", {"xray": "{tmp}/missing.png"}, "X-ray file not found: {tmp}/missing.png"),
+        ("inference.json", {"xray": "{projections}/png/view_000.png", "weighting": "learned"},
+         "weighting must be 'fixed' or 'uncertainty', got 'learned'"),
+        ("inference.json", {"checkpoint": "{projections}/geometry.json"}, "cannot load checkpoint"),
     ],
 )  # fmt: skip
 def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single):
     places = {"tmp": tmp_path, "projections": drr_single[1] / "projections"}
-    overrides = {key: value.format(**places) for key, value in overrides.items()}
+    overrides = {key: value.format(**places) if isinstance(value, str) else value for key, value in overrides.items()}
     with pytest.raises(SystemExit) as exit_info:
         bundle_in_process(config, output_dir=str(tmp_path / "out"), **overrides)
     code = str(exit_info.value.code)
@@ -434,3 +482,209 @@ def test_docs_transforms_example_runs(tmp_path, monkeypatch):
     assert torch.allclose(
         torch.tensor(projections.meta["volume_affine"], dtype=torch.float64), ct.affine.double(), atol=1e-4
     )
+
+
+# ---------------------------------------------------------------------------------------------- generative prior
+
+TINY_PRIOR = {"detector_size": 32, "subjects": 2, "batch_size": 2, "patch_size": 8, "num_samples": 8,
+              "checkpoint_every": 2, "log_every": 1}  # fmt: skip
+TINY_FIT = {"latent_iterations": 2, "finetune_iterations": 2, "restarts": 1, "volume_size": 16}
+SHIPPED_MODEL = BUNDLE / "models" / "model.pt"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Records(logging.Handler):
+    """Collects the messages of a logger (ConfigWorkflow replaces the root logger's handlers)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger(name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _Records:
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._logger.removeHandler(self)
+
+
+def _checkpoints(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").glob("*.pt"))
+
+
+def _assert_centred_volume(path: Path, size: int) -> None:
+    image = nib.load(path)
+    assert image.shape == (size,) * 3
+    centre = image.affine @ np.array([(size - 1) / 2.0] * 3 + [1.0])
+    assert np.allclose(centre[:3], 0.0, atol=1e-4)  # the generator's scene cube around the isocenter
+    volume = np.asarray(image.dataobj)
+    assert volume.dtype == np.float32 and np.isfinite(volume).all() and volume.min() >= -1000.0 - 1e-3
+
+
+def _assert_views(folder: Path, detector: int) -> None:
+    stack = nib.load(folder / "projections.nii.gz")
+    assert stack.shape == (detector, detector, 72)  # NIfTI layout (cols, rows, views)
+    geometry = load_geometry(folder / "geometry.json")
+    assert geometry.angles_deg == pytest.approx([5.0 * k for k in range(72)], abs=1e-6)
+    assert len(list((folder / "png").glob("view_*.png"))) == 72
+
+
+@pytest.fixture(scope="module")
+def train_cli(data):
+    """train.json through the CLI, tiny (background)."""
+    out = data["root"] / "prior"
+    return BundleRun("train.json", data["root"] / "logs_train", output_dir=out, max_iterations=4, **TINY_PRIOR), out
+
+
+@pytest.fixture(scope="module")
+def train_ddp(data):
+    """train.json + multi_gpu_train.json under torchrun, 2 CPU ranks (gloo), tiny (background)."""
+    out = data["root"] / "prior_ddp"
+    launcher = ("-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}")
+    run = BundleRun(["train.json", "multi_gpu_train.json"], data["root"] / "logs_ddp", launcher=launcher, timeout=240,
+                    output_dir=out, max_iterations=4, **TINY_PRIOR)  # fmt: skip
+    return run, out
+
+
+@pytest.fixture(scope="module")
+def missing_checkpoint_cli(data):
+    """inference.json through the CLI with a checkpoint that does not exist (background)."""
+    missing, out = data["root"] / "no_such_model.pt", data["root"] / "inference_missing"
+    run = BundleRun("inference.json", data["root"] / "logs_missing_model", checkpoint=missing, output_dir=out)
+    return run, missing, out
+
+
+@pytest.fixture(scope="module")
+def ckpt_export_cli(data):
+    """The README's ``ckpt_export`` command, run from the repository root (background)."""
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "ckpt_export" in b]
+    command = shlex.split(block.replace("\\\n", " "))
+    assert command[:4] == ["python", "-m", "monai.bundle", "ckpt_export"]
+    model_ts = data["root"] / "model.ts"
+    command[0], command[command.index("--filepath") + 1] = sys.executable, str(model_ts)
+    return BackgroundRun(command, data["root"] / "logs_ckpt_export", cwd=BUNDLE.parent), model_ts
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(train_cli, train_ddp, missing_checkpoint_cli, ckpt_export_cli):
+    """The generator of train_cli (the other background runs start first, to run alongside it)."""
+    proc = train_cli[0].result()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return train_cli[1] / "generator.pt"
+
+
+@pytest.fixture(scope="module")
+def inference_cli(data, tiny_generator):
+    """inference.json through the CLI on an X-ray file (one view of ct_a in the tiny model's geometry)."""
+    xray = monai_gnerf.bundle_support.simulate_model_xray(tiny_generator, data["root"] / "xray", ct=data["ct_a"])
+    out = data["root"] / "inference"
+    run = BundleRun("inference.json", data["root"] / "logs_inference", xray=xray, checkpoint=tiny_generator,
+                    output_dir=out, **TINY_FIT)  # fmt: skip
+    return run, xray, out
+
+
+def test_train_cli_writes_generator_checkpoint_samples_and_tensorboard(train_cli, tiny_generator):
+    proc, out = train_cli[0].result(), train_cli[1]
+    assert "Traceback" not in proc.stderr
+    generator, geometry, extra = load_generator(tiny_generator)
+    assert geometry.detector_shape == (32, 32) and geometry.name == "mednerf_chest" and len(geometry.angles_deg) == 72
+    assert generator.config.num_samples == 8 and extra["iterations"] == 4 and extra["data"] == "phantoms"
+    assert extra["config"]["patch_size"] == 8 and extra["config"]["batch_size"] == 2
+    assert _checkpoints(out) == ["prior_checkpoint_4.pt"]
+    assert (out / "checkpoints" / "samples.png").stat().st_size > 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_train_in_process_resumes_from_the_checkpoint(train_cli, tiny_generator, tmp_path):
+    out = tmp_path / "prior"
+    shutil.copytree(train_cli[1], out)
+    with _Records("monai_gnerf.prior") as log:
+        bundle_in_process("train.json", output_dir=str(out), max_iterations=6, **TINY_PRIOR)
+    assert f"resumed from {out / 'checkpoints' / 'prior_checkpoint_4.pt'} at iteration 4" in log.messages
+    assert _checkpoints(out) == ["prior_checkpoint_6.pt"]
+    resumed, _, extra = load_generator(out / "generator.pt")
+    assert extra["iterations"] == 6
+    before, _, _ = load_generator(tiny_generator)
+    assert any(not torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), before.state_dict().values()))
+
+
+def test_multi_gpu_train_runs_both_ranks_and_rank_0_writes(train_ddp):
+    run, out = train_ddp
+    proc = run.result()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank}/2 finished (gloo, cpu)" in proc.stdout
+    assert _checkpoints(out) == ["prior_checkpoint_4.pt"]
+    assert sorted(p.name for p in out.glob("*.pt")) == ["generator.pt"]
+    _, _, extra = load_generator(out / "generator.pt")
+    assert extra["iterations"] == 4
+
+
+def test_inference_cli_writes_the_slicer_contract_outputs(inference_cli):
+    run, xray, out = inference_cli
+    proc = run.result()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    _assert_centred_volume(out / "volume.nii.gz", 16)
+    _assert_views(out / "views", 32)
+    assert (out / "views.gif").is_file() and not (out / "input").exists()  # an X-ray was given: nothing simulated
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["xray"] == str(xray) and fit["config"]["latent_iterations"] == 2 and fit["config"]["restarts"] == 1
+
+
+def test_inference_with_the_shipped_model_runs_on_the_default_input(tmp_path):
+    bundle_in_process("inference.json", output_dir=str(tmp_path), **TINY_FIT)
+    png = tmp_path / "input" / "png" / "view_000.png"
+    xray = load_xray(png)
+    assert xray.is_line_integral and tuple(xray.values.shape) == (64, 64)
+    _, geometry = load_projections(tmp_path / "input")
+    assert geometry.angles_deg == (0.0,)  # one PA view
+    ct = load_ct(example_ct_path())
+    assert geometry.isocenter_mm == pytest.approx(volume_center_mm(ct.affine, ct.shape), abs=1e-3)  # the CT's centre
+    _assert_centred_volume(tmp_path / "volume.nii.gz", 16)
+    _assert_views(tmp_path / "views", 64)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert Path(fit["checkpoint"]) == SHIPPED_MODEL.resolve() and fit["xray"] == str(png)
+
+
+def test_shipped_model_is_the_documented_generator():
+    assert SHIPPED_MODEL.stat().st_size < 2_000_000
+    generator, geometry, extra = load_generator(SHIPPED_MODEL)
+    assert generator.config == GeneratorConfig()  # the library's default sizes
+    assert geometry.name == "mednerf_chest" and geometry.detector_shape == (64, 64)
+    prior = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
+    assert prior["inputs"]["image"]["spatial_shape"] == prior["outputs"]["views"]["spatial_shape"] == [64, 64]
+    assert extra["data"] == "phantoms" and extra["subjects"] == 32
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    assert f"{extra['iterations']} iterations" in readme
+
+
+def test_missing_checkpoint_fails_with_one_clear_line_through_the_cli(missing_checkpoint_cli):
+    run, missing, out = missing_checkpoint_cli
+    proc = run.result()
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1] == f"monai-gnerf: error: checkpoint not found: {missing}"
+    assert not out.exists()
+
+
+def test_ckpt_export_fails_for_the_documented_reason(ckpt_export_cli):
+    """docs/README.md: the generator is not TorchScript-scriptable, so its ``ckpt_export`` command fails."""
+    run, model_ts = ckpt_export_cli
+    proc = run.result()
+    reason = "cannot statically infer the expected size of a list"
+    assert reason in (BUNDLE / "docs" / "README.md").read_text()
+    assert proc.returncode != 0 and not model_ts.exists()
+    assert "RuntimeError" in proc.stderr and reason in proc.stderr
+    assert "monai_gnerf/networks/encodings.py" in proc.stderr  # FrequencyEncoding.forward, as documented
