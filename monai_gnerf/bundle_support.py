@@ -16,7 +16,7 @@ The generative prior's configs use :func:`bundle_root` (where ``models/model.pt`
 :func:`simulate_model_xray` (the default input of ``inference.json``: one simulated X-ray in the
 trained generator's own acquisition geometry).
 
-Dataset layout used by ``drr.json`` and ``evaluate.json`` (:func:`ct_cases`): a dataset is one
+Dataset layout used by ``drr.json`` and ``evaluate.json`` (:func:`monai_gnerf.datasets.ct_cases`): a dataset is one
 CT (a NIfTI/NRRD/MHA file, a folder holding one DICOM series, or ``example``) or a folder of
 CTs (CT files and/or one DICOM-series subfolder per CT). Each CT of a folder is a *case* named
 after its file without suffix (``lung_01.nii.gz`` -> ``lung_01``) or its subfolder.
@@ -37,24 +37,20 @@ from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.prior import load_generator
 from monai_gnerf.rendering import RenderMethod
-from monai_gnerf.workflows import resolve_ct_path, simulate_drrs
+from monai_gnerf.datasets import ct_cases, is_ct_collection
+from monai_gnerf.workflows import simulate_drrs
 
 __all__ = [
-    "CT_SUFFIXES",
     "REPOSITORY_BUNDLE",
     "SINGLE_CT_FOLDER",
     "bundle_root",
-    "case_name",
     "check_device",
-    "ct_cases",
-    "is_ct_collection",
     "run_or_exit",
     "simulate_dataset",
     "simulate_model_xray",
 ]
 
 T = TypeVar("T")
-CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SINGLE_CT_FOLDER = "projections"
 """Name of the projection folder written for a dataset that is a single CT."""
 REPOSITORY_BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
@@ -84,52 +80,6 @@ def check_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GnerfInputError(f"device {name!r} was requested but no CUDA GPU is available; use cpu.")
     return device
-
-
-def case_name(path: str | Path) -> str:
-    """A case name: the file name without its CT suffix (``ct.nii.gz`` -> ``ct``), or a folder's name."""
-    name = Path(path).name
-    for suffix in CT_SUFFIXES + (".dcm",):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _is_ct_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(CT_SUFFIXES) and not path.name.startswith(".")
-
-
-def is_ct_collection(dataset: str | Path) -> bool:
-    """Whether ``dataset`` is a folder of CTs (CT files or series subfolders) rather than one CT."""
-    path = resolve_ct_path(dataset)
-    if not path.is_dir():
-        return False
-    return any(_is_ct_file(p) or (p.is_dir() and not p.name.startswith(".")) for p in path.iterdir())
-
-
-def ct_cases(dataset: str | Path) -> list[tuple[str, Path]]:
-    """The CTs of a dataset as ``(case name, path)`` pairs, sorted by name.
-
-    Args:
-        dataset: a CT file, a DICOM series folder, ``example``, or a folder of CTs.
-
-    Raises:
-        GnerfInputError: the path does not exist, or two CTs of a folder share a case name.
-    """
-    path = resolve_ct_path(dataset)
-    if not path.exists():
-        raise GnerfInputError(f"dataset not found: {path}")
-    if not is_ct_collection(path):
-        return [(case_name(path), path)]
-    cases: dict[str, Path] = {}
-    for item in sorted(path.iterdir()):
-        if not (_is_ct_file(item) or (item.is_dir() and not item.name.startswith("."))):
-            continue
-        name = case_name(item)
-        if name in cases:
-            raise GnerfInputError(f"{cases[name]} and {item} have the same case name {name!r}; rename one.")
-        cases[name] = item
-    return sorted(cases.items())
 
 
 def simulate_dataset(

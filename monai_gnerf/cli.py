@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import fire
-import torch
 
+from monai_gnerf.bundle_support import check_device
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
 from monai_gnerf.physics import MU_WATER_PER_MM
@@ -29,16 +29,6 @@ from monai_gnerf.workflows import (
 )
 
 __all__ = ["Commands", "main"]
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GnerfInputError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GnerfInputError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu.")
-    return device
 
 
 class Commands:
@@ -90,7 +80,7 @@ class Commands:
             seed: random seed for the noise.
         """
         out_dir = simulate_drrs(
-            ct, geometry, out, method, step_mm, mu_water_per_mm, noise_i0, views, _device(device), seed  # type: ignore[arg-type]
+            ct, geometry, out, method, step_mm, mu_water_per_mm, noise_i0, views, check_device(device), seed  # type: ignore[arg-type]
         )
         print(f"wrote DRRs to {out_dir}")
 
@@ -130,7 +120,7 @@ class Commands:
         """
         result = reconstruct_folder(
             projections, out, method, mask, budget_s, iterations, spacing_mm, units,  # type: ignore[arg-type]
-            work_dir, tensorboard_dir, _device(device),
+            work_dir, tensorboard_dir, check_device(device),
         )  # fmt: skip
         print(f"wrote {out} ({result.iterations} iterations, {result.seconds:.0f} s)")
 
@@ -149,7 +139,7 @@ class Commands:
             spacing_mm: voxel size of the reconstruction grid, mm.
             device: 'cpu' or 'cuda'.
         """
-        summary = sparse_view_demo(out, views, budget_s, spacing_mm, device=_device(device))
+        summary = sparse_view_demo(out, views, budget_s, spacing_mm, device=check_device(device))
         for name, values in summary["metrics"].items():
             print(f"{name:5s} 3D PSNR {values['psnr_3d']:.2f} dB  SSIM {values['ssim_3d']:.3f}  ({values['seconds']:.0f} s)")
         for name, path in summary["outputs"].items():
@@ -198,7 +188,7 @@ class Commands:
         generator = GeneratorConfig(num_samples=samples_per_ray, render_mode=render_mode)  # type: ignore[arg-type]
         config = PriorConfig(generator=generator, patch_size=patch_size, batch_size=batch_size,
                              max_iterations=iterations, budget_s=budget_s, seed=seed)  # fmt: skip
-        path = train_prior_workflow(data, geometry, out, detector_size, subjects, config, tensorboard_dir, _device(device))
+        path = train_prior_workflow(data, geometry, out, detector_size, subjects, config, tensorboard_dir, check_device(device))
         print(f"wrote {path}")
 
     def single_view(
@@ -244,7 +234,7 @@ class Commands:
             vgg_weights=vgg_weights, latent_iterations=latent_iterations, finetune_iterations=finetune_iterations,
             restarts=restarts,
         )  # fmt: skip
-        summary = single_view_reconstruction(xray, checkpoint, out, config, views, volume_size, units, _device(device))  # type: ignore[arg-type]
+        summary = single_view_reconstruction(xray, checkpoint, out, config, views, volume_size, units, check_device(device))  # type: ignore[arg-type]
         print(f"angle {summary['angle_deg']:.1f} deg; wrote {out}/views, {out}/views.gif, {out}/volume.nii.gz")
 
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from monai_gnerf.data import resolve_ct_path
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io import load_ct
@@ -29,9 +30,18 @@ from monai_gnerf.population import PhantomPopulation
 from monai_gnerf.projections import read_png16
 from monai_gnerf.rendering import VolumeProjector, volume_center_mm
 
-__all__ = ["PhantomViewDataset", "CTViewDataset", "MedNeRFFolderDataset", "ct_files"]
+__all__ = [
+    "CT_SUFFIXES",
+    "CTViewDataset",
+    "MedNeRFFolderDataset",
+    "PhantomViewDataset",
+    "case_name",
+    "ct_cases",
+    "is_ct_collection",
+]
 
-_CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+"""File suffixes read as CT volumes (besides DICOM series folders)."""
 
 
 def _item(image: torch.Tensor, angle_deg: float, subject: int) -> dict[str, Any]:
@@ -91,26 +101,57 @@ class PhantomViewDataset(_ViewDataset):
         return _item(self.views(subject)[view], self.angles_deg[view], self.subjects[subject])
 
 
-def ct_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
-    """CT files of a folder (NIfTI/NRRD/MHA files and DICOM series sub-folders), or a list as given."""
-    if isinstance(source, (list, tuple)):
-        return [Path(p) for p in source]
-    path = Path(source)
-    if path.is_file():
-        return [path]
+def case_name(path: str | Path) -> str:
+    """A case name: the file name without its CT suffix (``ct.nii.gz`` -> ``ct``), or a folder's name."""
+    name = Path(path).name
+    for suffix in CT_SUFFIXES + (".dcm",):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_ct_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(CT_SUFFIXES) and not path.name.startswith(".")
+
+
+def is_ct_collection(dataset: str | Path) -> bool:
+    """Whether ``dataset`` is a folder of CTs (CT files or series subfolders) rather than one CT."""
+    path = resolve_ct_path(dataset)
     if not path.is_dir():
-        raise GnerfInputError(f"CT dataset not found: {path}")
-    found = sorted(p for p in path.iterdir() if p.name.endswith(_CT_SUFFIXES) or p.is_dir())
-    if not found:
-        raise GnerfInputError(f"no CT volumes ({', '.join(_CT_SUFFIXES)} or DICOM folders) in {path}")
-    return found
+        return False
+    return any(_is_ct_file(p) or (p.is_dir() and not p.name.startswith(".")) for p in path.iterdir())
+
+
+def ct_cases(dataset: str | Path) -> list[tuple[str, Path]]:
+    """The CTs of a dataset as ``(case name, path)`` pairs, sorted by name.
+
+    Args:
+        dataset: a CT file, a DICOM series folder, ``example``, or a folder of CTs.
+
+    Raises:
+        GnerfInputError: the path does not exist, or two CTs of a folder share a case name.
+    """
+    path = resolve_ct_path(dataset)
+    if not path.exists():
+        raise GnerfInputError(f"dataset not found: {path}")
+    if not is_ct_collection(path):
+        return [(case_name(path), path)]
+    cases: dict[str, Path] = {}
+    for item in sorted(path.iterdir()):
+        if not (_is_ct_file(item) or (item.is_dir() and not item.name.startswith("."))):
+            continue
+        name = case_name(item)
+        if name in cases:
+            raise GnerfInputError(f"{cases[name]} and {item} have the same case name {name!r}; rename one.")
+        cases[name] = item
+    return sorted(cases.items())
 
 
 class CTViewDataset(_ViewDataset):
     """DRRs of CT volumes rendered on the fly (Joseph projector).
 
     Args:
-        ct: a folder of CTs, one CT path, or a list of paths (HU).
+        ct: a folder of CTs, one CT (file, DICOM folder or ``example``), or a list of paths (HU).
         geometry: acquisition; each CT's isocenter is its volume centre.
         mu_water_per_mm: attenuation of water for HU -> 1/mm.
         device: where volumes live and projections are computed.
@@ -123,7 +164,7 @@ class CTViewDataset(_ViewDataset):
         mu_water_per_mm: float = MU_WATER_PER_MM,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.paths = ct_files(ct)
+        self.paths = [Path(p) for p in ct] if isinstance(ct, (list, tuple)) else [p for _, p in ct_cases(ct)]
         self.geometry = load_geometry(geometry)
         self.mu_water_per_mm = mu_water_per_mm
         self.device = torch.device(device)

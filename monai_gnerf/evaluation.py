@@ -17,7 +17,7 @@ projections), always with an explicit ``data_range``:
   :mod:`monai_gnerf.feature_metrics` and a feature extractor.
 
 Pairing (:func:`volume_pairs`, :func:`projection_pairs`): references are one CT or a folder of
-CTs (cases as in :func:`monai_gnerf.bundle_support.ct_cases`); the reconstruction of case
+CTs (cases as in :func:`monai_gnerf.datasets.ct_cases`); the reconstruction of case
 ``c`` is ``reconstructions/c/reconstruction.nii.gz`` (what ``reconstruct.json --output_dir
 reconstructions/c`` writes) or ``reconstructions/c.nii.gz``. Reference projections are one
 projection folder or a folder of them (``c/geometry.json``), matched by folder name.
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_gnerf.bundle_support import ct_cases, is_ct_collection
+from monai_gnerf.datasets import ct_cases, is_ct_collection
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.feature_metrics import RandomConvFeatures, TorchScriptFeatures, extract_features
 from monai_gnerf.grids import resample_area, resampled_affine

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from monai_gnerf.data import example_ct_path
+from monai_gnerf.data import example_ct_path, resolve_ct_path
 from monai_gnerf.datasets import CTViewDataset, MedNeRFFolderDataset, PhantomViewDataset
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.figures import comparison_figure
@@ -49,11 +49,6 @@ __all__ = [
 
 Units = Literal["hu", "mu"]
 _LOGGER = logging.getLogger("monai_gnerf.workflows")
-
-
-def resolve_ct_path(ct: str | Path) -> Path:
-    """A CT path, with ``example`` standing for the embedded example chest CT."""
-    return example_ct_path() if str(ct) == "example" else Path(ct)
 
 
 def _to_units(volume_mu: torch.Tensor, units: Units, mu_water_per_mm: float) -> torch.Tensor:
