@@ -400,14 +400,30 @@ def test_geometry_presets_and_dependencies(logic_module):
 
 
 @pytest.mark.skipif(not (BUNDLE / "configs" / "inference.json").is_file(), reason="bundle has no inference.json yet")
-def test_single_view_generative_through_the_bundle(slicer_module, logic_module, tiny_drrs):
+def _quick_inference_bundle(tmp_path: Path) -> Path:
+    """A copy of the bundle whose inference.json fits with a few iterations (seconds, not minutes)."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models"))
+    config_path = bundle / "configs" / "inference.json"
+    config = json.loads(config_path.read_text())
+    config.update(restarts=1, latent_iterations=3, finetune_iterations=3, volume_size=16)
+    config_path.write_text(json.dumps(config, indent=2))
+    return bundle
+
+
+def test_single_view_generative_through_the_bundle(slicer_module, logic_module, tiny_drrs, tmp_path):
     checkpoints = sorted((BUNDLE / "models").glob("*.pt"))
     if not checkpoints:
         pytest.skip("the bundle ships no model checkpoint")
     slicer, logic = slicer_module, logic_module
     scene = slicer.vtkMRMLScene()
     ids = _xray_nodes(slicer, scene, tiny_drrs[0][:1], TINY_PIXEL_MM)
-    params = ReconstructionParameters(xray_node_ids=ids, method="generative", checkpoint=str(checkpoints[0]), keep_temp=True)
+    params = ReconstructionParameters(
+        xray_node_ids=ids, method="generative", checkpoint=str(checkpoints[0]), keep_temp=True,
+        bundle_dir=str(_quick_inference_bundle(tmp_path)),
+    )  # fmt: skip
     result = logic.GnerfReconstructionLogicCore(scene).run(params)
     try:
         _assert_node_matches_nifti(slicer, result.volume_node, result.work_dir / "output" / "volume.nii.gz")
