@@ -102,12 +102,17 @@ RUNNER = textwrap.dedent(
 )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # so the child Python installs its KeyboardInterrupt handler
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, problem):
     projections, truth, affine = problem
     work = tmp_path / "work"
     process = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+        [sys.executable, "-c", RUNNER, str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_default_sigint,  # a suite started in the background inherits an ignored SIGINT
+    )  # fmt: skip
     deadline = time.time() + 120
     while latest_checkpoint(work, CHECKPOINT_PREFIX) is None and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)

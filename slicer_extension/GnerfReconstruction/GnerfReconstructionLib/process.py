@@ -166,6 +166,8 @@ class ProcessRunner:
                 pass
             self._signal_group(signal.SIGKILL)  # children that ignored SIGTERM or outlived their parent
         self._process.wait()
+        for thread in self._threads:  # the readers reach end-of-file once the process tree is gone
+            thread.join(timeout=grace_s)
 
     def _signal_group(self, sig: int) -> None:
         try:
