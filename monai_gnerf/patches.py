@@ -12,7 +12,6 @@ differentiable with respect to the view angle (pose-aware single-view fitting).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -172,8 +171,3 @@ def sample_image_patches(images: torch.Tensor, patches: PatchBatch) -> torch.Ten
     y = (patches.rows + 0.5) / n_rows * 2.0 - 1.0
     grid = torch.stack([x, y], dim=-1)[:, None]
     return F.grid_sample(images[:, None], grid.to(images.dtype), align_corners=False, padding_mode="border")[:, 0, 0]
-
-
-def patch_side(patches: PatchBatch) -> int:
-    """The side ``P`` of square patches."""
-    return int(math.isqrt(patches.rows.shape[1]))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +163,8 @@ def _batches(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size
 
 
 def _orbit_geometry(geometry: str | ProjectionGeometry) -> ProjectionGeometry:
-    """The training geometry with the isocenter at the generator's origin."""
-    geo = load_geometry(geometry)
-    return geo.resolved((0.0, 0.0, 0.0)) if geo.isocenter_mm is None else geo.resolved(geo.isocenter_mm)
+    """The training geometry in the generator's frame: the isocenter is the origin."""
+    return replace(load_geometry(geometry), isocenter_mm=(0.0, 0.0, 0.0))
 
 
 def render_views(

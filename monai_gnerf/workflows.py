@@ -305,7 +305,6 @@ def single_view_reconstruction(
     with torch.no_grad():
         views = render_views(fit.generator, fit.z_shape, fit.z_appearance, views_geometry)
         volume, affine = fit.generator.volume(fit.z_shape, fit.z_appearance, (volume_size,) * 3)
-    affine[:3, 3] += torch.tensor(geometry.isocenter_mm, dtype=torch.float64)
     summary = {
         "xray": str(xray),
         "checkpoint": str(checkpoint),

@@ -147,17 +147,22 @@ class RadianceFieldGenerator(nn.Module):
         z = z.to(device)
         return z[:, : self.config.shape_dim], z[:, self.config.shape_dim :]
 
+    def _field(
+        self, points_mm: torch.Tensor, z_shape: torch.Tensor, z_appearance: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (1/mm, zero outside the cube) and appearance at points ``(B, N, 3)``."""
+        normalized = points_mm / self.config.extent_mm
+        sigma, c = self.field(normalized.clamp(-1.0, 1.0), z_shape, z_appearance)
+        inside = (normalized.abs() <= 1.0).all(-1)
+        return self.config.scale_per_mm * sigma * inside, c
+
     def attenuation(self, points_mm: torch.Tensor, z_shape: torch.Tensor, z_appearance: torch.Tensor) -> torch.Tensor:
         """Attenuation (1/mm) at points ``(B, N, 3)`` relative to the isocenter; zero outside the cube.
 
         For ``"alpha"`` rendering this is the density ``sigma`` (1/mm) that drives the opacity.
         """
-        normalized = points_mm / self.config.extent_mm
-        sigma, c = self.field(normalized.clamp(-1.0, 1.0), z_shape, z_appearance)
-        inside = (normalized.abs() <= 1.0).all(-1)
-        if self.config.render_mode == "alpha":
-            return sigma * self.config.scale_per_mm * inside
-        return self.config.scale_per_mm * sigma * c * inside
+        density, c = self._field(points_mm, z_shape, z_appearance)
+        return density if self.config.render_mode == "alpha" else density * c
 
     def forward(
         self,
@@ -185,15 +190,13 @@ class RadianceFieldGenerator(nn.Module):
         t = t_near[..., None] + (k + offset) * delta[..., None]
         points = origins_mm[..., None, :] + t[..., None] * directions[..., None, :]
         batch, rays = origins_mm.shape[:2]
+        density, value = self._field(points.reshape(batch, -1, 3), z_shape, z_appearance)
+        density, value = density.view(batch, rays, -1), value.view(batch, rays, -1)
         if c.render_mode == "line_integral":
-            mu = self.attenuation(points.reshape(batch, -1, 3), z_shape, z_appearance).view(batch, rays, -1)
-            return (mu * delta[..., None]).sum(-1) / c.value_scale
-        normalized = points.reshape(batch, -1, 3) / c.extent_mm
-        sigma, value = self.field(normalized.clamp(-1.0, 1.0), z_shape, z_appearance)
-        inside = (normalized.abs() <= 1.0).all(-1)
-        alpha = 1.0 - torch.exp(-(sigma * c.scale_per_mm * inside).view(batch, rays, -1) * delta[..., None])
+            return (density * value * delta[..., None]).sum(-1) / c.value_scale
+        alpha = 1.0 - torch.exp(-density * delta[..., None])
         transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha[..., :-1]], -1), -1)
-        return (transmittance * alpha * value.view(batch, rays, -1)).sum(-1)
+        return (transmittance * alpha * value).sum(-1)
 
     def volume(
         self,
