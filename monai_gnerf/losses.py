@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.metrics import ssim_map
+from monai_gnerf.metrics.image import ssim_map
 
 __all__ = ["UncertaintyWeightedLoss", "StructuralLoss", "VGGFeatureLoss", "vgg16_features"]
 

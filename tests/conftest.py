@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/dicom_utils.py
+sys.path.insert(0, str(Path(__file__).parent))  # tests/dicom_utils.py, tests/gnerf_testing.py
 
-from monai_gnerf.phantoms import shepp_logan_phantom  # noqa: E402
+from gnerf_testing import GRID, VOXEL_MM, tiny_config, tiny_geometry  # noqa: E402
+
+from monai_gnerf.data import PhantomPopulation, PhantomViewDataset, shepp_logan_phantom  # noqa: E402
+from monai_gnerf.engines import train_prior  # noqa: E402
 
 torch.set_num_threads(2)
-
-VOXEL_MM = 1.6
-GRID = 128
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +28,16 @@ def smooth_phantom():
 def smooth_volume(smooth_phantom):
     """The smooth phantom sampled on a 128^3 grid of 1.6 mm voxels (float64 MetaTensor)."""
     return smooth_phantom.voxelize((GRID,) * 3, (VOXEL_MM,) * 3, dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def one_subject():
+    geometry = tiny_geometry()
+    return geometry, PhantomViewDataset(PhantomPopulation("chest"), geometry, [0])
+
+
+@pytest.fixture(scope="session")
+def trained_prior(one_subject):
+    geometry, dataset = one_subject
+    return train_prior(dataset, geometry, tiny_config(150), progress=False)
+

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_gnerf import load_geometry
+from monai_gnerf.geometry import load_geometry
 
 PRESET = load_geometry("mednerf_chest")  # the geometry is data: distances come from the preset
 SOURCE_TO_ISOCENTER_MM = float(PRESET.source_to_isocenter_mm)

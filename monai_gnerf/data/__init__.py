@@ -1,23 +1,14 @@
-"""Example data shipped with monai-gnerf (see ``example_ct_path``)."""
+"""Data: the embedded example CT, analytic phantoms, procedural populations and view datasets."""
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
+from monai_gnerf.data import datasets as _datasets
+from monai_gnerf.data import examples as _examples
+from monai_gnerf.data import phantoms as _phantoms
+from monai_gnerf.data import population as _population
+from monai_gnerf.data.datasets import *  # noqa: F403
+from monai_gnerf.data.examples import *  # noqa: F403
+from monai_gnerf.data.phantoms import *  # noqa: F403
+from monai_gnerf.data.population import *  # noqa: F403
 
-__all__ = ["example_ct_path", "example_mask_path", "resolve_ct_path"]
-
-
-def example_ct_path() -> Path:
-    """Path of the embedded example chest CT (NIfTI, int16 HU, 2.5 mm isotropic)."""
-    return Path(str(resources.files(__name__).joinpath("example_chest_ct.nii.gz")))
-
-
-def example_mask_path() -> Path:
-    """Path of the example CT's segmentation label map (same grid as the CT)."""
-    return Path(str(resources.files(__name__).joinpath("example_chest_mask.nii.gz")))
-
-
-def resolve_ct_path(ct: str | Path) -> Path:
-    """A CT path, with ``example`` standing for the embedded example chest CT."""
-    return example_ct_path() if str(ct) == "example" else Path(ct)
+__all__ = [*_datasets.__all__, *_examples.__all__, *_phantoms.__all__, *_population.__all__]

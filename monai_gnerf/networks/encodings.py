@@ -109,7 +109,7 @@ class DenseGridEncoding(nn.Module):
     """Multi-resolution dense feature grids sampled with ``grid_sample`` (trilinear).
 
     On CPUs this is faster per step and better than a hash grid of equal memory (no hashing,
-    contiguous memory); see REFERENCES.md's CPU probes.
+    contiguous memory): measured by ``benchmarks/sparse_view.py`` (``--naf`` adds the hash grid).
 
     Args:
         resolutions: grid size per level (cubic grids).

@@ -19,16 +19,18 @@ units, so a discriminator sees both alike.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_gnerf.config import Config
+from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.networks.encodings import FrequencyEncoding
 from monai_gnerf.physics import MU_WATER_PER_MM
-from monai_gnerf.rendering import clip_rays_to_box
+from monai_gnerf.render.sampling import clip_rays_to_box, sample_rays
 
 __all__ = ["RenderMode", "GeneratorConfig", "ConditionalRadianceField", "RadianceFieldGenerator"]
 
@@ -37,7 +39,7 @@ _SOFTPLUS_BETA = 10.0
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(Config):
     """Size and rendering options of a :class:`RadianceFieldGenerator` (serializable).
 
     Args:
@@ -63,10 +65,6 @@ class GeneratorConfig:
     render_mode: RenderMode = "line_integral"
     scale_per_mm: float = MU_WATER_PER_MM
     value_scale: float = 4.0
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary."""
-        return asdict(self)
 
 
 class ConditionalRadianceField(nn.Module):
@@ -182,21 +180,46 @@ class RadianceFieldGenerator(nn.Module):
             jitter: random generator for stratified sample positions (training); midpoints if None.
         """
         c = self.config
-        bound = torch.full((3,), c.extent_mm, dtype=origins_mm.dtype, device=origins_mm.device)
-        t_near, t_far = clip_rays_to_box(origins_mm, directions, -bound, bound)
-        delta = (t_far - t_near) / c.num_samples
-        k = torch.arange(c.num_samples, dtype=origins_mm.dtype, device=origins_mm.device)
-        offset = 0.5 if jitter is None else torch.rand(*delta.shape, c.num_samples, generator=jitter).to(delta)
-        t = t_near[..., None] + (k + offset) * delta[..., None]
-        points = origins_mm[..., None, :] + t[..., None] * directions[..., None, :]
         batch, rays = origins_mm.shape[:2]
-        density, value = self._field(points.reshape(batch, -1, 3), z_shape, z_appearance)
-        density, value = density.view(batch, rays, -1), value.view(batch, rays, -1)
+        o, d = origins_mm.reshape(-1, 3), directions.reshape(-1, 3)
+        bound = torch.full((3,), c.extent_mm, dtype=o.dtype, device=o.device)
+        t_near, t_far = clip_rays_to_box(o, d, -bound, bound)
+        samples = sample_rays(o, d, t_near, t_far, num_samples=c.num_samples, jitter=jitter)
+        density, value = self._field(samples.points.view(batch, -1, 3), z_shape, z_appearance)
+        density, value = density.reshape(-1), value.reshape(-1)
         if c.render_mode == "line_integral":
-            return (density * value * delta[..., None]).sum(-1) / c.value_scale
-        alpha = 1.0 - torch.exp(-density * delta[..., None])
-        transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha[..., :-1]], -1), -1)
-        return (transmittance * alpha * value).sum(-1)
+            return samples.line_integral(density * value).view(batch, rays) / c.value_scale
+        return samples.alpha_composite(density, value).view(batch, rays)
+
+    def render_views(
+        self,
+        z_shape: torch.Tensor,
+        z_appearance: torch.Tensor,
+        geometry: ProjectionGeometry,
+        angles_deg: torch.Tensor | None = None,
+        rays_per_chunk: int = 8192,
+    ) -> torch.Tensor:
+        """Full views ``(V, H, W)`` in display units of one latent pair.
+
+        Args:
+            z_shape: ``(1, shape_dim)``.
+            z_appearance: ``(1, appearance_dim)``.
+            geometry: detector and orbit (isocenter at the generator's origin).
+            angles_deg: view angles ``(V,)``; default the geometry's.
+            rays_per_chunk: rays rendered at once.
+        """
+        device = z_shape.device
+        angles = torch.tensor(geometry.angles_deg, device=device) if angles_deg is None else angles_deg.to(device)
+        rows, cols = geometry.pixel_grid(device)
+        views = []
+        for angle in angles:
+            parts = []
+            for i in range(0, rows.shape[0], rays_per_chunk):
+                chunk = slice(i, i + rays_per_chunk)
+                o, d = geometry.rays_at(angle[None], rows[None, chunk], cols[None, chunk])
+                parts.append(self(z_shape, z_appearance, o, d)[0])
+            views.append(torch.cat(parts).view(*geometry.detector_shape))
+        return torch.stack(views)
 
     def volume(
         self,

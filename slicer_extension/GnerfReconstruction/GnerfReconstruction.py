@@ -2,7 +2,7 @@
 
 This file holds the Slicer-facing classes (module, Qt panel, logic, self-test). The work is done by
 ``GnerfReconstructionLib`` (free of Qt, tested outside Slicer with ``slicer-core``): the panel only
-collects parameters, starts a :class:`~GnerfReconstructionLib.logic.ReconstructionJob`, polls it from
+collects parameters, starts a :class:`~GnerfReconstructionLib.job.ReconstructionJob`, polls it from
 a timer and shows its progress, log and result.
 """
 
@@ -13,13 +13,10 @@ import traceback
 
 import qt
 import slicer
-from GnerfReconstructionLib.logic import (
-    GnerfInputProblem,
-    GnerfReconstructionLogicCore,
-    dependency_requirements,
-    geometry_presets,
-)
-from GnerfReconstructionLib.parameters import CHOICES, PARAMETER_WIDGETS, ReconstructionParameters
+from GnerfReconstructionLib.geometry import geometry_presets
+from GnerfReconstructionLib.install import dependency_requirements
+from GnerfReconstructionLib.logic import GnerfReconstructionLogicCore
+from GnerfReconstructionLib.parameters import CHOICES, PARAMETER_WIDGETS, GnerfInputProblem, ReconstructionParameters
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,

@@ -1,0 +1,131 @@
+"""Bundle-only code of the monai-gnerf MONAI bundle (imported by the configs as ``scripts``).
+
+MONAI puts the bundle root on ``sys.path`` when a config's ``run`` starts; each config imports
+this package then, through its key ``"scripts": "$importlib.import_module('scripts')"`` (an
+``imports`` entry would be evaluated earlier when a config has an ``initialize`` section, as
+``multi_gpu_train.json`` does, before the bundle root is on the path). It holds what only the
+bundle needs:
+
+* :func:`run_or_exit`: ``python -m monai.bundle run`` prints a full traceback for any exception;
+  the configs call the jobs through this function, which turns a
+  :class:`~monai_gnerf.errors.GnerfInputError` (a missing file, a bad geometry, an unknown
+  device, a bad option) into ``SystemExit("monai-gnerf: error: ...")``: Python prints that one
+  line on stderr and the process exits with status 1. Any other exception is a bug and keeps its
+  traceback. Called in-process (``monai.bundle.ConfigWorkflow``), the same error surfaces as a
+  ``SystemExit`` whose ``code`` is the message. The config dataclass nodes of the configs are
+  declared ``"_mode_": "callable"``, so MONAI hands over their constructors and this function
+  builds them: the type and range checks of a bad override happen here, as one line, instead of
+  in MONAI's instantiation (which would wrap them in a traceback).
+* :func:`simulate_dataset`: ``drr.json``'s job over a dataset of CTs.
+* :func:`simulate_model_xray`: the default input of ``inference.json``, one simulated X-ray in
+  the trained generator's own acquisition geometry.
+
+Dataset layout used by ``drr.json`` and ``evaluate.json`` (:func:`monai_gnerf.data.ct_cases`): a
+dataset is one CT (a NIfTI/NRRD/MHA file, a folder holding one DICOM series, or ``example``) or
+a folder of CTs (CT files and/or one DICOM-series subfolder per CT). Each CT of a folder is a
+*case* named after its file without suffix (``lung_01.nii.gz`` -> ``lung_01``) or its subfolder.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from monai_gnerf.apps import DRRConfig, check_device, simulate_drrs
+from monai_gnerf.config import Config
+from monai_gnerf.data import ct_cases, is_ct_collection
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.networks import load_generator
+
+__all__ = ["SINGLE_CT_FOLDER", "run_or_exit", "simulate_dataset", "simulate_model_xray"]
+
+T = TypeVar("T")
+SINGLE_CT_FOLDER = "projections"
+"""Name of the projection folder written for a dataset that is a single CT."""
+_LOGGER = logging.getLogger("monai_gnerf.bundle")
+
+
+def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``job(*args, **kwargs)``; a user error ends the program with one line.
+
+    Raises:
+        SystemExit: with the message ``"monai-gnerf: error: <reason>"`` when the job raises
+            :class:`~monai_gnerf.errors.GnerfInputError`.
+    """
+    try:
+        return job(*[_built(a) for a in args], **{key: _built(value) for key, value in kwargs.items()})
+    except GnerfInputError as err:
+        raise SystemExit(f"monai-gnerf: error: {err}") from None
+
+
+def _built(value: Any) -> Any:
+    """A config node given as its constructor (``"_mode_": "callable"``), built with its nested nodes."""
+    if isinstance(value, type) and issubclass(value, Config):  # a node without fields: MONAI passes the class
+        return value()
+    if isinstance(value, functools.partial) and isinstance(value.func, type) and issubclass(value.func, Config):
+        return value.func(*[_built(a) for a in value.args], **{k: _built(v) for k, v in value.keywords.items()})
+    return value
+
+
+def simulate_dataset(
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    config: DRRConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> list[Path]:
+    """Simulate a projection folder per CT of a dataset (see :func:`~monai_gnerf.apps.simulate_drrs`).
+
+    A single CT (file, DICOM series folder or ``example``) goes to ``output_dir/projections/``;
+    each CT of a folder of CTs goes to ``output_dir/<case name>/``.
+
+    Returns:
+        The projection folders written, in case order.
+    """
+    device = check_device(device)
+    single = not is_ct_collection(dataset_dir)
+    written = []
+    for name, path in ct_cases(dataset_dir):
+        out = Path(output_dir) / (SINGLE_CT_FOLDER if single else name)
+        _LOGGER.info(f"simulating {path} -> {out}")
+        written.append(simulate_drrs(path, out, config, device))
+    return written
+
+
+def simulate_model_xray(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    ct: str | Path = "example",
+    angle_deg: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Simulate one X-ray of a CT in the acquisition geometry of a generator file.
+
+    The geometry is the generator's training geometry (detector size and pitch, distances) with
+    one view at ``angle_deg`` (0 = posterior-anterior) and the isocenter at the CT's centre. The
+    view is written as a projection folder, whose PNG :func:`~monai_gnerf.io.load_xray` reads back
+    as line integrals.
+
+    Args:
+        checkpoint: generator file (``generator.pt`` of ``train.json``, ``models/model.pt``).
+        output_dir: projection folder to write.
+        ct: CT in HU (file, DICOM series folder, or ``example``).
+        angle_deg: orbit angle of the view, degrees.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        The view's PNG, ``output_dir/png/view_000.png``.
+
+    Raises:
+        GnerfInputError: missing or incompatible generator file, missing CT, unknown device.
+    """
+    _, geometry, _ = load_generator(checkpoint)
+    geometry = replace(geometry, isocenter_mm=None).with_uniform_angles(1, start_deg=angle_deg)
+    _LOGGER.info(f"simulating one {geometry.detector_shape} view of {ct} at {angle_deg} deg -> {output_dir}")
+    folder = simulate_drrs(ct, output_dir, DRRConfig(geometry=geometry), device)
+    return folder / "png" / "view_000.png"

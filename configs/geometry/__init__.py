@@ -1,1 +1,0 @@
-"""Geometry presets (JSON), installed as the package ``monai_gnerf.presets``."""

@@ -1,0 +1,103 @@
+"""The ``monai-gnerf`` command line (python-fire).
+
+Run ``monai-gnerf --help`` or ``monai-gnerf COMMAND --help`` for the options of each command;
+they are the jobs' arguments and their config dataclasses' fields (:mod:`monai_gnerf.apps.options`).
+User errors (missing files, bad geometry, invalid volumes, a bad or unknown option) print one
+line and exit with status 2; Ctrl-C exits with status 130 and leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import fire
+
+from monai_gnerf.apps.drr import simulate_drrs
+from monai_gnerf.apps.generative import single_view_reconstruction, train_prior_workflow
+from monai_gnerf.apps.options import check_option_names, command
+from monai_gnerf.apps.sparse_view import reconstruct_folder, sparse_view_demo
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.geometry import list_presets, load_geometry
+
+__all__ = ["Commands", "main"]
+
+
+def _report_drr(out_dir: Path, _: dict[str, Any]) -> None:
+    print(f"wrote DRRs to {out_dir}")
+
+
+def _report_reconstruction(result: Any, arguments: dict[str, Any]) -> None:
+    out = arguments["out"]
+    print(f"wrote {out} ({result.iterations} iterations, {result.seconds:.0f} s)")
+
+
+def _report_demo(summary: dict[str, Any], arguments: dict[str, Any]) -> None:
+    for name, values in summary["metrics"].items():
+        print(f"{name:5s} 3D PSNR {values['psnr_3d']:.2f} dB  SSIM {values['ssim_3d']:.3f}  ({values['seconds']:.0f} s)")
+    for name, path in summary["outputs"].items():
+        print(f"{name:8s} {path}")
+    print(f"metrics  {Path(arguments['out']) / 'metrics.json'}")
+
+
+def _report_path(path: Path, _: dict[str, Any]) -> None:
+    print(f"wrote {path}")
+
+
+def _report_single_view(summary: dict[str, Any], arguments: dict[str, Any]) -> None:
+    out = arguments["out"]
+    print(f"angle {summary['angle_deg']:.1f} deg; wrote {out}/views, {out}/views.gif, {out}/volume.nii.gz")
+
+
+class Commands:
+    """monai-gnerf: X-ray simulation and reconstruction with neural radiance fields."""
+
+    drr = staticmethod(command(simulate_drrs, _report_drr))
+    reconstruct = staticmethod(command(reconstruct_folder, _report_reconstruction))
+    demo = staticmethod(command(sparse_view_demo, _report_demo))
+    train_prior = staticmethod(command(train_prior_workflow, _report_path))
+    single_view = staticmethod(command(single_view_reconstruction, _report_single_view))
+
+    def presets(self) -> None:
+        """List the geometry presets (usable wherever a --geometry is asked for)."""
+        for name in list_presets():
+            geometry = load_geometry(name)
+            print(f"{name:16s} {geometry.description}")
+
+    def geometry(self, name: str) -> None:
+        """Print a geometry preset (or a geometry JSON file) as JSON, ready to edit and pass back.
+
+        Args:
+            name: preset name (see `monai-gnerf presets`) or path of a geometry JSON file.
+        """
+        print(load_geometry(name).to_json())
+
+
+def _check_options(argv: list[str]) -> None:
+    """Unknown options of a job command are refused before it runs (fire would run it first)."""
+    if argv:
+        name = argv[0].replace("-", "_")
+        job = getattr(Commands, name, None)
+        if job is not None and hasattr(job, "__signature__"):
+            check_option_names(job, argv[1:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs :class:`Commands` and turns user errors into one-line messages."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _check_options(args)
+        fire.Fire(Commands, command=args, name="monai-gnerf")
+    except GnerfInputError as err:
+        print(f"monai-gnerf: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("monai-gnerf: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

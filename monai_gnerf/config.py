@@ -1,0 +1,255 @@
+"""Configuration dataclasses: one serialization, one type check, one source of defaults and help.
+
+Every option of every job lives in exactly one dataclass field (its default, its type, and its
+help text in the class docstring's ``Args:``/``Attributes:`` section). The command line, the
+MONAI bundle and the 3D Slicer module are fed from those fields:
+
+* :class:`Config`: the base of every config dataclass; on construction each field is checked and
+  converted against its type (``int``, ``float``, ``bool``, ``str``, ``Literal`` choices,
+  ``X | None``, tuples and nested configs), each failure one sentence naming the field, so the
+  library, the CLI, the bundle (which builds configs with ``_target_``) and Slicer share one check.
+* :func:`config_to_dict` / :func:`config_from_dict`: the JSON form of any config (nested configs
+  become nested objects, tuples become lists); unknown keys are refused.
+* :func:`config_leaves` flattens a config class into its leaf fields (the CLI's options).
+* :func:`field_docs` reads a Google-style docstring's argument descriptions (the CLI's help).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, TypeVar, Union
+
+from monai_gnerf.errors import GnerfInputError
+
+__all__ = ["Config", "ConfigLeaf", "config_from_dict", "config_leaves", "config_to_dict", "field_docs", "nest"]
+
+T = TypeVar("T")
+_SECTION = re.compile(r"^\s*(Args|Arguments|Attributes|Parameters):\s*$")
+_ENTRY = re.compile(r"^(\s*)(\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
+
+
+class Config:
+    """Base of the config dataclasses: fields are type-checked and converted when an instance is made.
+
+    Class attributes ``config_kind`` (a name for messages) and ``config_error`` (the exception
+    class, a :class:`GnerfInputError`) may be overridden. A subclass with its own
+    ``__post_init__`` calls ``super().__post_init__()`` first.
+    """
+
+    config_kind: ClassVar[str] = ""
+    config_error: ClassVar[type[GnerfInputError]] = GnerfInputError
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            checked = _coerce(value, hints[f.name], f.name, self.config_error)
+            if checked is not value:
+                object.__setattr__(self, f.name, checked)  # frozen configs too
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dictionary of a config dataclass (nested configs as dicts, tuples as lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], error: type[GnerfInputError] = GnerfInputError) -> T:
+    """Build a config dataclass from (possibly partial) JSON data, checking names and types.
+
+    Args:
+        cls: the dataclass.
+        data: field values; missing fields take their defaults, nested configs may be dicts.
+        error: the exception class raised for bad data.
+
+    Raises:
+        GnerfInputError (or ``error``): unknown field, or a value of the wrong type or choice.
+    """
+    if not isinstance(data, Mapping):
+        raise error(f"{_kind(cls)} must be a JSON object, got {type(data).__name__}.")
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise error(f"unknown {_kind(cls)} field(s) {unknown}; known fields: {sorted(known)}.")
+    hints = _hints(cls)
+    values = {name: _coerce(value, hints[name], name, error) for name, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise error(f"incomplete {_kind(cls)}: {err}.") from None
+
+
+def _kind(cls: type) -> str:
+    return getattr(cls, "config_kind", "") or cls.__name__
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        choices = [repr(a) for a in args]
+        return choices[0] if len(choices) == 1 else ", ".join(choices[:-1]) + f" or {choices[-1]}"
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return "a list of " + (f"{_describe(args[0])}s" if args[-1] is Ellipsis else f"{len(args)} values")
+    if dataclasses.is_dataclass(tp):
+        return f"a {_kind(tp)} object"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any:
+    """``value`` as type ``tp`` (lossless conversions only), or ``error`` naming the field."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, name, error)
+            except GnerfInputError:
+                continue
+    elif origin is Literal:
+        if value in args:
+            return value
+    elif origin is tuple and isinstance(value, (list, tuple)):
+        items = args[:1] * len(value) if args[-1] is Ellipsis else args
+        if len(items) == len(value):
+            return tuple(_coerce(v, t, name, error) for v, t in zip(value, items))
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return config_from_dict(tp, value, error)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any or isinstance(value, tp):
+        return value
+    raise error(f"{name} must be {_describe(tp)}, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigLeaf:
+    """One leaf field of a (nested) config class.
+
+    Attributes:
+        path: field names from the outer config down to the leaf.
+        type: the leaf's type annotation.
+        default: its default value.
+        doc: its help text.
+    """
+
+    path: tuple[str, ...]
+    type: Any
+    default: Any
+    doc: str
+
+    @property
+    def name(self) -> str:
+        """The leaf's own field name (the CLI option)."""
+        return self.path[-1]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def config_leaves(cls: type, prefix: tuple[str, ...] = (), defaults: Any = None) -> list[ConfigLeaf]:
+    """The leaf fields of a config class, nested configs flattened, outer fields first.
+
+    A nested config's defaults are those of the outer config's default instance (so an outer
+    config may change an inner default once, in its own ``default_factory``).
+
+    Raises:
+        ValueError: two leaves share a name (the flat option names must be unique).
+    """
+    docs = field_docs(cls.__doc__ or "")
+    hints = _hints(cls)
+    leaves: list[ConfigLeaf] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = getattr(defaults, f.name) if defaults is not None else _default(f)
+        if dataclasses.is_dataclass(hints[f.name]):
+            leaves += config_leaves(hints[f.name], prefix + (f.name,), default)
+        else:
+            leaves.append(ConfigLeaf(prefix + (f.name,), hints[f.name], default, docs.get(f.name, "")))
+    names = [leaf.name for leaf in leaves]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated and not prefix:
+        raise ValueError(f"{cls.__name__} has leaf fields of the same name {repeated}: flat options must be unique.")
+    return leaves
+
+
+def nest(leaves: list[ConfigLeaf], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested config data from flat leaf values ``{leaf name: value}``."""
+    data: dict[str, Any] = {}
+    by_name = {leaf.name: leaf for leaf in leaves}
+    for name, value in values.items():
+        node = data
+        *outer, last = by_name[name].path
+        for key in outer:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return data
+
+
+def field_docs(docstring: str) -> dict[str, str]:
+    """Argument descriptions of a Google-style docstring: ``{name: one-line text}``.
+
+    Reads the ``Args:``, ``Attributes:`` (and ``Arguments:``, ``Parameters:``) sections; an
+    entry's continuation lines (indented deeper) are joined to it.
+    """
+    docs: dict[str, str] = {}
+    in_section, entry_indent, current = False, None, None
+    for line in docstring.expandtabs().splitlines():
+        if _SECTION.match(line):
+            in_section, entry_indent, current = True, None, None
+            continue
+        if not in_section:
+            continue
+        if not line.strip():
+            current = None
+            continue
+        indent = len(line) - len(line.lstrip())
+        match = _ENTRY.match(line)
+        if match and (entry_indent is None or indent == entry_indent):
+            entry_indent, current = indent, match.group(2)
+            docs[current] = match.group(3).strip()
+        elif current is not None and entry_indent is not None and indent > entry_indent:
+            docs[current] = f"{docs[current]} {line.strip()}".strip()
+        else:
+            in_section, current = False, None
+    return docs

@@ -1,0 +1,218 @@
+"""Datasets of X-ray views for training generative priors.
+
+Every dataset yields dictionaries ``{"image": (H, W) line integrals, "angle_deg": (), "subject": ()}``
+(float32 tensors; line integrals are dimensionless ``-ln(I/I0)``), one item per (subject, view):
+
+* :class:`PhantomViewDataset`: the procedural population, exact closed-form projections.
+* :class:`CTViewDataset`: a list or folder of CTs (HU), DRRs rendered on the fly with the Joseph
+  projector (CTs are loaded once and kept as attenuation volumes).
+* :class:`MedNeRFFolderDataset`: MedNeRF-format folders (one folder per subject, its PNG views
+  sorted by name, evenly spaced over 360 degrees: 72 views at 5 degrees).
+
+``angles_deg`` lists the view angles a dataset draws from, so a generator can sample poses from
+the same distribution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from monai_gnerf.data.examples import resolve_ct_path
+from monai_gnerf.data.population import PhantomPopulation
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.geometry import ProjectionGeometry, load_geometry, volume_center_mm
+from monai_gnerf.io import load_ct, read_png16
+from monai_gnerf.physics import MU_WATER_PER_MM, hu_to_attenuation
+from monai_gnerf.render import VolumeProjector
+
+__all__ = [
+    "CT_SUFFIXES",
+    "CTViewDataset",
+    "MedNeRFFolderDataset",
+    "PhantomViewDataset",
+    "case_name",
+    "ct_cases",
+    "is_ct_collection",
+]
+
+CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+"""File suffixes read as CT volumes (besides DICOM series folders)."""
+
+
+def _item(image: torch.Tensor, angle_deg: float, subject: int) -> dict[str, Any]:
+    return {
+        "image": image.float(),
+        "angle_deg": torch.tensor(angle_deg, dtype=torch.float32),
+        "subject": torch.tensor(subject),
+    }
+
+
+class _ViewDataset(Dataset):
+    """Items indexed as ``subject * num_views + view``."""
+
+    angles_deg: tuple[float, ...]
+    num_subjects: int
+
+    def __len__(self) -> int:
+        return self.num_subjects * len(self.angles_deg)
+
+    def _split(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} views.")
+        return divmod(index, len(self.angles_deg))
+
+
+class PhantomViewDataset(_ViewDataset):
+    """Exact projections of the procedural population.
+
+    Args:
+        population: the phantom population.
+        geometry: acquisition (preset name, file or object); the isocenter is the world origin.
+        subjects: subject indices in this split.
+    """
+
+    def __init__(
+        self, population: PhantomPopulation, geometry: str | ProjectionGeometry, subjects: Sequence[int]
+    ) -> None:
+        self.population = population
+        self.geometry = load_geometry(geometry).resolved((0.0, 0.0, 0.0))
+        self.subjects = [int(s) for s in subjects]
+        if not self.subjects:
+            raise GnerfInputError("a phantom dataset needs at least one subject.")
+        self.angles_deg = self.geometry.angles_deg
+        self.num_subjects = len(self.subjects)
+        self._views: dict[int, torch.Tensor] = {}
+        self._rays = self.geometry.rays(dtype=torch.float64)
+
+    def views(self, subject_index: int) -> torch.Tensor:
+        """All views ``(V, H, W)`` of one subject of the split (computed once, in one batch)."""
+        if subject_index not in self._views:
+            phantom = self.population.subject(self.subjects[subject_index])
+            self._views[subject_index] = phantom.line_integrals(*self._rays).float()
+        return self._views[subject_index]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject, view = self._split(index)
+        return _item(self.views(subject)[view], self.angles_deg[view], self.subjects[subject])
+
+
+def case_name(path: str | Path) -> str:
+    """A case name: the file name without its CT suffix (``ct.nii.gz`` -> ``ct``), or a folder's name."""
+    name = Path(path).name
+    for suffix in CT_SUFFIXES + (".dcm",):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_ct_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(CT_SUFFIXES) and not path.name.startswith(".")
+
+
+def is_ct_collection(dataset: str | Path) -> bool:
+    """Whether ``dataset`` is a folder of CTs (CT files or series subfolders) rather than one CT."""
+    path = resolve_ct_path(dataset)
+    if not path.is_dir():
+        return False
+    return any(_is_ct_file(p) or (p.is_dir() and not p.name.startswith(".")) for p in path.iterdir())
+
+
+def ct_cases(dataset: str | Path) -> list[tuple[str, Path]]:
+    """The CTs of a dataset as ``(case name, path)`` pairs, sorted by name.
+
+    Args:
+        dataset: a CT file, a DICOM series folder, ``example``, or a folder of CTs.
+
+    Raises:
+        GnerfInputError: the path does not exist, or two CTs of a folder share a case name.
+    """
+    path = resolve_ct_path(dataset)
+    if not path.exists():
+        raise GnerfInputError(f"dataset not found: {path}")
+    if not is_ct_collection(path):
+        return [(case_name(path), path)]
+    cases: dict[str, Path] = {}
+    for item in sorted(path.iterdir()):
+        if not (_is_ct_file(item) or (item.is_dir() and not item.name.startswith("."))):
+            continue
+        name = case_name(item)
+        if name in cases:
+            raise GnerfInputError(f"{cases[name]} and {item} have the same case name {name!r}; rename one.")
+        cases[name] = item
+    return sorted(cases.items())
+
+
+class CTViewDataset(_ViewDataset):
+    """DRRs of CT volumes rendered on the fly (Joseph projector).
+
+    Args:
+        ct: a folder of CTs, one CT (file, DICOM folder or ``example``), or a list of paths (HU).
+        geometry: acquisition; each CT's isocenter is its volume centre.
+        mu_water_per_mm: attenuation of water for HU -> 1/mm.
+        device: where volumes live and projections are computed.
+    """
+
+    def __init__(
+        self,
+        ct: str | Path | Sequence[str | Path],
+        geometry: str | ProjectionGeometry,
+        mu_water_per_mm: float = MU_WATER_PER_MM,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.paths = [Path(p) for p in ct] if isinstance(ct, (list, tuple)) else [p for _, p in ct_cases(ct)]
+        self.geometry = load_geometry(geometry)
+        self.mu_water_per_mm = mu_water_per_mm
+        self.device = torch.device(device)
+        self.angles_deg = self.geometry.angles_deg
+        self.num_subjects = len(self.paths)
+        self._projectors: dict[int, tuple[VolumeProjector, ProjectionGeometry]] = {}
+
+    def _projector(self, subject: int) -> tuple[VolumeProjector, ProjectionGeometry]:
+        if subject not in self._projectors:
+            ct = load_ct(self.paths[subject])
+            mu = hu_to_attenuation(ct.as_tensor().float(), self.mu_water_per_mm).to(self.device)
+            projector = VolumeProjector(mu, ct.affine)
+            self._projectors[subject] = (projector, self.geometry.resolved(volume_center_mm(ct.affine, ct.shape)))
+        return self._projectors[subject]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject, view = self._split(index)
+        projector, geometry = self._projector(subject)
+        with torch.no_grad():
+            image = projector.project(geometry, views=[view])[0]
+        return _item(image.cpu(), self.angles_deg[view], subject)
+
+
+class MedNeRFFolderDataset(_ViewDataset):
+    """MedNeRF-format data: ``root/<subject>/*.png``, views sorted by name over 360 degrees.
+
+    Args:
+        root: folder of subject folders.
+        full_scale: line integral represented by a white pixel (PNGs hold display values; the
+            default matches :class:`~monai_gnerf.networks.generator.GeneratorConfig.value_scale`).
+    """
+
+    def __init__(self, root: str | Path, full_scale: float = 4.0) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise GnerfInputError(f"MedNeRF data folder not found: {root}")
+        self.subject_files = [sorted(d.glob("*.png")) for d in sorted(root.iterdir()) if d.is_dir()]
+        self.subject_files = [files for files in self.subject_files if files]
+        if not self.subject_files:
+            raise GnerfInputError(f"no subject folders with PNG views in {root}")
+        counts = {len(files) for files in self.subject_files}
+        if len(counts) != 1:
+            raise GnerfInputError(f"subjects in {root} have different numbers of views: {sorted(counts)}")
+        num_views = counts.pop()
+        self.angles_deg = tuple(360.0 * v / num_views for v in range(num_views))
+        self.num_subjects = len(self.subject_files)
+        self.full_scale = full_scale
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        subject, view = self._split(index)
+        image = torch.from_numpy(read_png16(self.subject_files[subject][view], self.full_scale))
+        return _item(image, self.angles_deg[view], subject)

@@ -1,0 +1,327 @@
+"""Sparse-view reconstruction: fit an attenuation field to projections with an Ignite engine.
+
+``reconstruct`` is the one-call API used by the CLI, the demo and the bundle:
+
+* ``method="grid"`` (default): a :class:`~monai_gnerf.networks.GridAttenuationField` (multi-
+  resolution dense grids, initialized from FDK) rendered with the fast Joseph projector, with
+  total-variation regularization. The CPU-friendly choice (``benchmarks/sparse_view.py``).
+* ``method="naf"``: NAF, a hash-grid encoding + MLP rendered by stratified ray sampling.
+* ``method="nerf"``: a plain frequency-encoded MLP (the NeRF baseline).
+* ``method="fdk"``: the analytic FDK/FBP baseline, no training.
+
+Training samples random ray batches from all views, minimizes the normalized squared error of
+line integrals with Adam under a cosine learning-rate schedule, and stops at an iteration or
+wall-time budget. Handlers: Ignite progress bar, MONAI ``StatsHandler`` (stdout) and optional
+``TensorBoardStatsHandler``, checkpoints of field, optimizer, scheduler and engine every
+``checkpoint_every`` iterations and on Ctrl-C, resume from the newest checkpoint, and optional
+validation against a reference volume (3D PSNR). Checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor
+from torch import nn
+
+from monai_gnerf.config import Config
+from monai_gnerf.engines.handlers import RunState, attach_training_handlers, run_engine
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.geometry import ProjectionGeometry
+from monai_gnerf.metrics.image import normalize_to_reference, psnr, ssim
+from monai_gnerf.networks import (
+    AttenuationField,
+    FrequencyEncoding,
+    GridAttenuationField,
+    HashGridEncoding,
+    MaskedField,
+)
+from monai_gnerf.physics import MU_WATER_PER_MM
+from monai_gnerf.render import VolumeProjector, clip_rays_to_box, fdk, sample_rays, world_to_index_rays
+
+__all__ = ["ReconstructionConfig", "ReconstructionResult", "ProjectionRays", "build_field", "reconstruct"]
+
+Method = Literal["grid", "naf", "nerf", "fdk"]
+CHECKPOINT_PREFIX = "reconstruction"
+_LOGGER = "monai_gnerf.engines.reconstruction"
+_DEFAULT_LR = {"grid": 0.02, "naf": 0.01, "nerf": 5e-4}
+_DEFAULT_RAYS = {"grid": 32768, "naf": 2048, "nerf": 1024}
+_TV_PER_VIEW = 0.08
+
+
+@dataclass
+class ReconstructionConfig(Config):
+    """Options of :func:`reconstruct` (all serializable).
+
+    Attributes:
+        method: ``grid``, ``naf``, ``nerf`` or ``fdk``.
+        max_iterations: iteration budget.
+        budget_s: wall-time budget in seconds (across resumes); ``None`` = iterations only.
+        rays_per_batch: rays per iteration; ``None`` = a per-method default.
+        samples_per_ray: stratified samples per ray for ``naf`` and ``nerf``.
+        learning_rate: Adam step; ``None`` = a per-method default.
+        final_lr_fraction: cosine schedule ends at this fraction of the learning rate.
+        tv_weight: total-variation weight (``grid`` only), on attenuation in units of water;
+            ``None`` = ``0.08 / views``: sparser data need more regularization (measured on the
+            example chest CT: 0.008 at 10 views gave +2.3 dB over 0.002).
+        grid_levels: levels of the multi-resolution grid.
+        init_fdk: initialize ``grid`` from the FDK reconstruction.
+        seed: random seed.
+        log_every: iterations between log lines.
+        checkpoint_every: iterations between checkpoints (when a work folder is given).
+        validate_every: iterations between validations (when a reference is given).
+    """
+
+    method: Method = "grid"
+    max_iterations: int = 1500
+    budget_s: float | None = 120.0
+    rays_per_batch: int | None = None
+    samples_per_ray: int = 96
+    learning_rate: float | None = None
+    final_lr_fraction: float = 0.05
+    tv_weight: float | None = None
+    grid_levels: int = 1
+    init_fdk: bool = True
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 250
+    validate_every: int = 250
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in ("grid", "naf", "nerf", "fdk"):
+            raise GnerfInputError(f"unknown method {self.method!r}; choose grid, naf, nerf or fdk.")
+        if self.max_iterations < 1 or (self.rays_per_batch is not None and self.rays_per_batch < 1):
+            raise GnerfInputError("max_iterations and rays_per_batch must be positive.")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise GnerfInputError(f"budget_s must be positive seconds, got {self.budget_s}.")
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else _DEFAULT_LR.get(self.method, 0.01)
+
+    @property
+    def batch(self) -> int:
+        return self.rays_per_batch if self.rays_per_batch is not None else _DEFAULT_RAYS.get(self.method, 4096)
+
+
+@dataclass
+class ReconstructionResult:
+    """Attenuation volume (1/mm, ``MetaTensor`` with the grid affine) and run statistics."""
+
+    volume: MetaTensor
+    iterations: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class ProjectionRays:
+    """All detector rays of a projection set in the grid's index space, with their line integrals.
+
+    Rays that miss the reconstruction box are dropped (nothing in the grid can explain them).
+    """
+
+    def __init__(
+        self,
+        projections: torch.Tensor,
+        geometry: ProjectionGeometry,
+        shape: Sequence[int],
+        affine: torch.Tensor,
+        device: torch.device,
+    ) -> None:
+        origins, directions = geometry.rays(dtype=torch.float64)
+        o, d = world_to_index_rays(origins.reshape(-1, 3), directions.reshape(-1, 3), affine)
+        upper = torch.tensor(shape, dtype=torch.float64) - 0.5
+        t_near, t_far = clip_rays_to_box(o, d, torch.full_like(upper, -0.5), upper)
+        hit = t_far > t_near
+        self.origins = o[hit].float().to(device)
+        self.directions = d[hit].float().to(device)
+        self.t_near = t_near[hit].float().to(device)
+        self.t_far = t_far[hit].float().to(device)
+        self.values = projections.reshape(-1)[hit.to(projections.device)].float().to(device)
+        if self.values.numel() == 0:
+            raise GnerfInputError("no projection ray crosses the reconstruction grid: check geometry and grid.")
+        self.scale = float(self.values.square().mean().clamp(min=1e-12))
+        self.num_views = geometry.num_views
+        self.longest_mm = float((self.t_far - self.t_near).max())
+
+    def __len__(self) -> int:
+        return self.values.numel()
+
+
+def build_field(
+    config: ReconstructionConfig,
+    shape: Sequence[int],
+    initial_per_mm: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> nn.Module:
+    """The field of a reconstruction method on a grid, optionally masked (mNeRF)."""
+    if config.method == "grid":
+        net: nn.Module = GridAttenuationField(shape, config.grid_levels, initial_per_mm=initial_per_mm)
+    elif config.method == "naf":
+        net = AttenuationField(HashGridEncoding(levels=8, max_resolution=max(shape)), hidden_features=32)
+    elif config.method == "nerf":
+        net = AttenuationField(FrequencyEncoding(num_frequencies=8), hidden_features=128, hidden_layers=4)
+    else:
+        raise GnerfInputError(f"method {config.method!r} has no field.")
+    return net if mask is None else MaskedField(net, mask)
+
+
+def _index_to_normalized(points: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    return points * (2.0 / (shape - 1)) - 1.0
+
+
+def _total_variation(volume_units: torch.Tensor) -> torch.Tensor:
+    """Mean anisotropic L1 total variation of a volume."""
+    return sum(volume_units.diff(dim=axis).abs().mean() for axis in range(3))
+
+
+def reconstruct(
+    projections: torch.Tensor,
+    geometry: ProjectionGeometry,
+    shape: Sequence[int],
+    affine: torch.Tensor,
+    config: ReconstructionConfig | None = None,
+    mask: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
+    work_dir: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> ReconstructionResult:
+    """Reconstruct attenuation (1/mm) on a grid from line-integral projections.
+
+    Args:
+        projections: line integrals ``(views, rows, cols)``.
+        geometry: their geometry, isocenter resolved.
+        shape: reconstruction grid ``(I, J, K)``.
+        affine: grid voxel index -> world mm; the output carries it, so it overlays the source.
+        config: method and budgets (default: ``ReconstructionConfig()``).
+        mask: optional support mask on the grid (mNeRF): attenuation is zero outside.
+        reference: optional true attenuation on the grid, for validation metrics.
+        work_dir: folder for checkpoints; an existing compatible checkpoint there is resumed.
+        tensorboard_dir: if given, losses and metrics are written for TensorBoard.
+        device: ``cpu`` or ``cuda``.
+        progress: show a progress bar.
+
+    Returns:
+        The volume and the run's statistics.
+    """
+    config = config or ReconstructionConfig()
+    device = torch.device(device)
+    affine = torch.as_tensor(affine, dtype=torch.float64).cpu()
+    shape = tuple(int(s) for s in shape)
+    projections = projections.as_subclass(torch.Tensor) if isinstance(projections, MetaTensor) else projections
+    if geometry.isocenter_mm is None:
+        raise GnerfInputError("the projection geometry has no isocenter; use the geometry.json written with the DRRs.")
+    if tuple(projections.shape) != (geometry.num_views, *geometry.detector_shape):
+        raise GnerfInputError(
+            f"projections {tuple(projections.shape)} do not match the geometry "
+            f"({geometry.num_views}, {geometry.detector_shape[0]}, {geometry.detector_shape[1]})."
+        )
+    start = time.perf_counter()
+    projections = projections.to(device=device, dtype=torch.float32)
+    initial = fdk(projections, geometry, shape, affine) if config.method == "fdk" or config.init_fdk else None
+    if config.method == "fdk":
+        volume = initial.clamp(min=0.0) if mask is None else initial.clamp(min=0.0) * (mask.to(device) > 0)
+        metrics = _volume_metrics(volume, reference, with_ssim=True)
+        return ReconstructionResult(MetaTensor(volume, affine=affine), 0, time.perf_counter() - start, metrics)
+    torch.manual_seed(config.seed)
+    net = build_field(config, shape, initial if config.method == "grid" else None, mask).to(device)
+    rays = ProjectionRays(projections, geometry, shape, affine, device)
+    run_state = RunState({"method": config.method, "shape": list(shape), "grid_levels": config.grid_levels})
+    engine = _create_trainer(net, rays, config, shape, affine, device, run_state)
+    optimizer, scheduler = engine.state.optimizer, engine.state.scheduler  # type: ignore[attr-defined]
+    to_save = {"field": net, "optimizer": optimizer, "scheduler": scheduler, "trainer": engine, "run": run_state}
+    if reference is not None:
+        _attach_validation(engine, net, reference, config.validate_every)
+    saver = attach_training_handlers(
+        engine, to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
+        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER,
+    )  # fmt: skip
+    run_engine(engine, config.max_iterations, saver, _LOGGER)
+    with torch.no_grad():
+        volume = net.voxels(shape)
+    metrics = _volume_metrics(volume, reference, with_ssim=True)
+    if isinstance(engine.state.output, dict):
+        metrics["data_loss"] = engine.state.output["data_loss"]  # last batch's normalized squared error
+    return ReconstructionResult(MetaTensor(volume, affine=affine), engine.state.iteration, run_state.elapsed_s, metrics)
+
+
+def _volume_metrics(volume: torch.Tensor, reference: torch.Tensor | None, with_ssim: bool = False) -> dict[str, float]:
+    if reference is None:
+        return {}
+    estimate, truth = normalize_to_reference(volume.detach().cpu().float(), reference.detach().cpu().float())
+    metrics = {"psnr_3d": psnr(estimate, truth, data_range=1.0)}
+    if with_ssim:
+        metrics["ssim_3d"] = ssim(estimate, truth, data_range=1.0)
+    return metrics
+
+
+def _create_trainer(
+    net: nn.Module,
+    rays: ProjectionRays,
+    config: ReconstructionConfig,
+    shape: Sequence[int],
+    affine: torch.Tensor,
+    device: torch.device,
+    run_state: RunState,
+) -> Engine:
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+
+    def cosine_factor(step: int) -> float:
+        """Cosine decay over the run's progress: iterations or wall time, whichever is further."""
+        done = step / config.max_iterations
+        if config.budget_s is not None:
+            done = max(done, run_state.elapsed_s / config.budget_s)
+        final = config.final_lr_fraction
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    shape_t = torch.tensor(shape, dtype=torch.float32, device=device)
+    step_mm = rays.longest_mm / config.samples_per_ray
+    tv_weight = config.tv_weight if config.tv_weight is not None else _TV_PER_VIEW / rays.num_views
+
+    def render(o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if net.renders_as_volume:
+            volume = net.voxels(shape)
+            return VolumeProjector(volume, affine).integrate(o, d), _total_variation(volume / MU_WATER_PER_MM)
+        samples = sample_rays(o, d, t0, t1, step_mm=step_mm, jitter=generator)
+        return samples.line_integral(net(_index_to_normalized(samples.points, shape_t))), torch.zeros((), device=device)
+
+    def train_step(engine: Engine, _: Any) -> dict[str, float]:
+        net.train()
+        optimizer.zero_grad(set_to_none=True)
+        pick = torch.randint(len(rays), (config.batch,), generator=generator, device=device)
+        predicted, tv = render(rays.origins[pick], rays.directions[pick], rays.t_near[pick], rays.t_far[pick])
+        data_loss = F.mse_loss(predicted, rays.values[pick]) / rays.scale
+        loss = data_loss + tv_weight * tv
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return {"loss": loss.item(), "data_loss": data_loss.item(), "tv": tv.item()}
+
+    engine = Engine(train_step)
+    engine.state.optimizer = optimizer  # type: ignore[attr-defined]
+    engine.state.scheduler = scheduler  # type: ignore[attr-defined]
+    return engine
+
+
+def _attach_validation(engine: Engine, net: nn.Module, reference: torch.Tensor, every: int) -> None:
+    """Log the 3D PSNR against a reference volume every ``every`` iterations and at the end."""
+
+    @engine.on(Events.ITERATION_COMPLETED(every=every) | Events.COMPLETED)
+    def _validate(e: Engine) -> None:
+        with torch.no_grad():
+            e.state.metrics.update(_volume_metrics(net.voxels(reference.shape), reference))
+        logging.getLogger(_LOGGER).info(f"iteration {e.state.iteration}: 3D PSNR {e.state.metrics['psnr_3d']:.2f} dB")

@@ -1,0 +1,96 @@
+"""Grids: shapes and affines (voxel index -> world mm) of volumes and projection stacks, and resampling."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from monai_gnerf.geometry.projection import ProjectionGeometry
+
+__all__ = [
+    "volume_center_mm",
+    "projection_affine",
+    "voxel_world_points",
+    "resampled_affine",
+    "grid_for_spacing",
+    "geometry_grid",
+    "resample_area",
+    "resample_nearest",
+]
+
+
+def volume_center_mm(affine: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """World position (mm) of the centre of a volume's voxel box."""
+    center_idx = torch.tensor([(n - 1) / 2.0 for n in shape] + [1.0], dtype=torch.float64)
+    return (torch.as_tensor(affine, dtype=torch.float64) @ center_idx)[:3]
+
+
+def projection_affine(geometry: ProjectionGeometry) -> torch.Tensor:
+    """4x4 affine of a projection stack ``(views, rows, cols)``: view index, then row and column mm."""
+    return torch.diag(torch.tensor([1.0, *geometry.pixel_spacing_mm, 1.0], dtype=torch.float64))
+
+
+def voxel_world_points(shape: Sequence[int], affine: torch.Tensor) -> torch.Tensor:
+    """World positions (mm, float64) of all voxel centres of a grid, ``(I*J*K, 3)`` in C order."""
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"), -1)
+    return index.reshape(-1, 3) @ affine[:3, :3].T + affine[:3, 3]
+
+
+def resampled_affine(affine: torch.Tensor, old_shape: Sequence[int], new_shape: Sequence[int]) -> torch.Tensor:
+    """Affine of a grid with ``new_shape`` voxels covering the same field of view (same box)."""
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    factors = torch.tensor([o / n for o, n in zip(old_shape, new_shape)], dtype=torch.float64)
+    new = affine.clone()
+    new[:3, :3] = affine[:3, :3] * factors
+    first_center = -0.5 + 0.5 * factors  # new voxel 0 centre, in old index units
+    new[:3, 3] = affine[:3, :3] @ first_center + affine[:3, 3]
+    return new
+
+
+def grid_for_spacing(shape: Sequence[int], affine: torch.Tensor, spacing_mm: float) -> tuple[tuple[int, ...], torch.Tensor]:
+    """The same field of view sampled at about ``spacing_mm`` (whole voxels, box kept exactly)."""
+    spacing = torch.linalg.vector_norm(torch.as_tensor(affine, dtype=torch.float64)[:3, :3], dim=0)
+    new_shape = tuple(max(2, int(round(n * float(s) / spacing_mm))) for n, s in zip(shape, spacing))
+    return new_shape, resampled_affine(affine, shape, new_shape)
+
+
+def geometry_grid(geometry: ProjectionGeometry, spacing_mm: float | None = None) -> tuple[tuple[int, ...], torch.Tensor]:
+    """An axis-aligned RAS grid centred on the isocenter covering the detector's field of view.
+
+    The transaxial extent is the detector width at the isocenter, the axial extent its height;
+    the default spacing is the detector pixel size at the isocenter.
+    """
+    if geometry.isocenter_mm is None:
+        raise ValueError("the geometry needs a resolved isocenter to define a grid.")
+    m = geometry.magnification
+    width = geometry.detector_shape[1] * geometry.pixel_spacing_mm[1] / m
+    height = geometry.detector_shape[0] * geometry.pixel_spacing_mm[0] / m
+    spacing = spacing_mm or geometry.pixel_spacing_mm[1] / m
+    shape = tuple(max(2, int(round(extent / spacing))) for extent in (width, width, height))
+    affine = torch.eye(4, dtype=torch.float64)
+    for axis, n in enumerate(shape):
+        affine[axis, axis] = spacing
+        affine[axis, 3] = geometry.isocenter_mm[axis] - (n - 1) / 2.0 * spacing
+    return shape, affine
+
+
+def resample_area(volume: torch.Tensor, new_shape: Sequence[int]) -> torch.Tensor:
+    """Area-average (anti-aliased) resampling of ``(I, J, K)`` onto a grid of the same box."""
+    return F.interpolate(volume[None, None].float(), size=tuple(new_shape), mode="area")[0, 0]
+
+
+def resample_nearest(
+    volume: torch.Tensor, source_affine: torch.Tensor, shape: Sequence[int], affine: torch.Tensor
+) -> torch.Tensor:
+    """Nearest-voxel resampling of ``volume`` (on ``source_affine``) onto another grid, by world position."""
+    world = voxel_world_points(shape, affine)
+    inverse = torch.linalg.inv(torch.as_tensor(source_affine, dtype=torch.float64))
+    source_index = torch.round(world @ inverse[:3, :3].T + inverse[:3, 3]).long()
+    upper = torch.tensor(volume.shape)
+    inside = ((source_index >= 0) & (source_index < upper)).all(-1)
+    source_index = torch.minimum(source_index.clamp(min=0), upper - 1)
+    values = volume[source_index[:, 0], source_index[:, 1], source_index[:, 2]] * inside
+    return values.view(*shape)

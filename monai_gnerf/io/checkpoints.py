@@ -1,0 +1,75 @@
+"""Checkpoint and model files: plain state dicts that load with ``torch.load(weights_only=True)``.
+
+* :func:`load_checkpoint_file`: any checkpoint of ours; a missing, foreign or malicious file
+  (pickled code, another program's archive) becomes one clear error.
+* :func:`write_model_file` / :func:`read_model_file`: a trained network with everything needed to
+  rebuild it, as one dictionary ``{"format", "version", "config", "geometry", "state_dict",
+  "extra"}``; the network classes that own a format (e.g.
+  :func:`monai_gnerf.networks.generator_file.load_generator`) build the module from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.io.atomic import atomic_output_file
+
+__all__ = ["load_checkpoint_file", "read_model_file", "write_model_file"]
+
+_MODEL_FILE_VERSION = 2  # 1: the generator files of monai-gnerf 0.1 (config under 'generator_config')
+
+
+def load_checkpoint_file(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``; unreadable files become one clear error."""
+    if not Path(path).is_file():
+        raise GnerfInputError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # pickle, zip and unpickling-policy errors all mean "not our checkpoint"
+        raise GnerfInputError(f"cannot load checkpoint {path}: {str(err).splitlines()[0]}") from None
+
+
+def write_model_file(
+    path: str | Path,
+    file_format: str,
+    config: dict[str, Any],
+    geometry: dict[str, Any],
+    module: torch.nn.Module,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model file atomically (weights on the CPU; JSON-ready config, geometry and extra)."""
+    payload = {
+        "format": file_format,
+        "version": _MODEL_FILE_VERSION,
+        "config": config,
+        "geometry": geometry,
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "extra": dict(extra or {}),
+    }
+    with atomic_output_file(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_model_file(path: str | Path, file_format: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The payload of a model file of ``file_format``, loaded with ``weights_only=True``.
+
+    Raises:
+        GnerfInputError: missing, unreadable, or of another format.
+    """
+    payload = load_checkpoint_file(path, device)
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise GnerfInputError(f"{path} is not a {file_format} file.")
+    if payload.get("version") != _MODEL_FILE_VERSION:
+        raise GnerfInputError(
+            f"{path} is a version {payload.get('version')} {file_format} file; this release reads version "
+            f"{_MODEL_FILE_VERSION}."
+        )
+    missing = sorted({"config", "geometry", "state_dict"} - set(payload))
+    if missing:
+        raise GnerfInputError(f"incompatible {file_format} file {path}: it lacks {missing}.")
+    return payload

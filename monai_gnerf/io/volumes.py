@@ -1,0 +1,144 @@
+"""Reading CT volumes (and acquisition geometry from DICOM tags); writing volumes as NIfTI.
+
+CT volumes are read through MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for DICOM series, NRRD
+and MHA) as ``MetaTensor``s in HU whose affine maps voxel indices to RAS millimetres. Every
+failure a user can fix raises :class:`~monai_gnerf.errors.VolumeError` with one sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+
+from monai_gnerf.errors import GeometryError, VolumeError
+from monai_gnerf.geometry import ProjectionGeometry
+from monai_gnerf.io.atomic import atomic_output_file
+
+__all__ = ["load_ct", "dicom_series_files", "geometry_from_dicom", "save_volume"]
+
+MIN_SPACING_MM = 0.01
+MAX_SPACING_MM = 50.0
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def dicom_series_files(folder: Path) -> list[Path]:
+    """The files of the single DICOM series in ``folder``.
+
+    Raises:
+        VolumeError: the folder holds no readable DICOM file, or more than one series.
+    """
+    series: dict[str, list[Path]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        uid = str(header.get("SeriesInstanceUID", "unknown"))
+        series.setdefault(uid, []).append(path)
+    if not series:
+        raise VolumeError(f"no DICOM files found in folder {folder}")
+    if len(series) > 1:
+        sizes = ", ".join(f"{uid} ({len(files)} files)" for uid, files in series.items())
+        raise VolumeError(f"folder {folder} mixes {len(series)} DICOM series: {sizes}; give one series per folder.")
+    return next(iter(series.values()))
+
+
+def _reader_for(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "ITKReader"
+    if name.endswith(_NIFTI_SUFFIXES):
+        return "NibabelReader"
+    if name.endswith(_ITK_SUFFIXES) or name.endswith(".dcm"):
+        return "ITKReader"
+    raise VolumeError(f"unsupported CT file type: {path.name} (use NIfTI, NRRD, MHA or a DICOM series folder).")
+
+
+def _validate_ct(image: MetaTensor, path: Path) -> None:
+    if image.ndim != 3:
+        raise VolumeError(f"{path} is not a 3D volume: shape {tuple(image.shape)}.")
+    if min(image.shape) < 2:
+        raise VolumeError(f"{path} has fewer than 2 voxels along an axis: shape {tuple(image.shape)}.")
+    if not torch.isfinite(image).all():
+        raise VolumeError(f"{path} contains NaN or infinite voxel values.")
+    spacing = torch.linalg.vector_norm(image.affine[:3, :3], dim=0)
+    if not ((spacing >= MIN_SPACING_MM) & (spacing <= MAX_SPACING_MM)).all():
+        raise VolumeError(
+            f"{path} has an absurd voxel spacing {[round(float(s), 4) for s in spacing]} mm "
+            f"(expected {MIN_SPACING_MM}-{MAX_SPACING_MM} mm)."
+        )
+
+
+def load_ct(path: str | Path) -> MetaTensor:
+    """Load a CT volume in HU with its RAS affine.
+
+    Args:
+        path: a NIfTI/NRRD/MHA file or a folder holding one DICOM series.
+
+    Returns:
+        ``MetaTensor`` of shape ``(I, J, K)``, float32 HU, ``.affine`` voxel index -> RAS mm.
+
+    Raises:
+        VolumeError: missing path, empty or mixed DICOM folder, unreadable file, not 3D,
+            NaN/inf voxels, or absurd spacing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"CT not found: {path}")
+    if path.is_dir():
+        dicom_series_files(path)  # one series, or a clear error; ITK then reads the folder
+    loader = LoadImage(reader=_reader_for(path), image_only=True, dtype=np.float32)
+    try:
+        image = loader(path)
+    except Exception as err:  # readers raise many types; the user needs the file and the reason
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VolumeError(f"could not read CT {path}: {reason}") from None
+    image = image.squeeze() if image.ndim > 3 else image
+    _validate_ct(image, path)
+    return image
+
+
+def geometry_from_dicom(path: str | Path, base: ProjectionGeometry) -> ProjectionGeometry:
+    """Override a geometry's distances and pixel spacing with DICOM tags, where present.
+
+    Reads DistanceSourceToDetector (0018,1110), DistanceSourceToPatient (0018,1111) and
+    ImagerPixelSpacing (0018,1164) from a DICOM file (or the first file of a series folder), as
+    MedNeRF did; absent tags keep the ``base`` values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"DICOM not found: {path}")
+    first = dicom_series_files(path)[0] if path.is_dir() else path
+    try:
+        ds = pydicom.dcmread(first, stop_before_pixels=True)
+    except (pydicom.errors.InvalidDicomError, OSError, EOFError) as err:
+        raise VolumeError(f"could not read DICOM header of {first}: {err}") from None
+    changes: dict[str, object] = {}
+    if "DistanceSourceToDetector" in ds:
+        changes["source_to_detector_mm"] = float(ds.DistanceSourceToDetector)
+    if "DistanceSourceToPatient" in ds:
+        changes["source_to_isocenter_mm"] = float(ds.DistanceSourceToPatient)
+    if "ImagerPixelSpacing" in ds:
+        changes["pixel_spacing_mm"] = tuple(float(s) for s in ds.ImagerPixelSpacing)
+    if changes and base.beam == "parallel":
+        raise GeometryError("DICOM source distances describe a cone beam; use a cone-beam base geometry.")
+    return replace(base, **changes)
+
+
+def save_volume(path: str | Path, volume: torch.Tensor, affine: torch.Tensor, dtype: type = np.float32) -> Path:
+    """Write a volume as NIfTI with its RAS affine (it overlays its source in any viewer), atomically."""
+    path = Path(path)
+    array = volume.detach().cpu().numpy().astype(dtype)
+    image = nib.Nifti1Image(array, np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu()))
+    image.header.set_xyzt_units("mm")
+    with atomic_output_file(path) as tmp:
+        nib.save(image, tmp)
+    return path

@@ -1,0 +1,353 @@
+"""Test-set evaluation: 3D metrics of reconstructed volumes, 2D metrics of projection sets.
+
+Conventions (those of NAF and SAX-NeRF for volumes, of MedNeRF for projections), always with an
+explicit ``data_range``:
+
+* Volumes (HU) are clipped below at -1000 HU (air, where HU -> attenuation clips), the
+  reference is brought onto the prediction's grid (area-averaged when coarser; the grids must
+  cover the same box, as every reconstruction of ``monai-gnerf`` does), both are min-max
+  normalized with the reference's range (:func:`~monai_gnerf.metrics.image.normalize_to_reference`)
+  and compared with ``data_range=1``. Clipping then normalizing in HU gives the same numbers as
+  normalizing attenuation, which is what the reconstruction's own validation reports.
+* Projection sets (line integrals) are min-max normalized with the reference stack's range and
+  compared view by view with ``data_range=1``; a case's value is the mean over its views.
+* Test-set metrics (distribution metrics such as FID/KID) see all normalized views of all cases
+  at once: pass them as ``test_set_metrics_2d`` (the hook ``bundle/configs/evaluate.json`` uses);
+  :func:`feature_set_metric` builds one from a feature distance of
+  :mod:`monai_gnerf.metrics.features` and a feature extractor.
+
+Pairing (:func:`volume_pairs`, :func:`projection_pairs`): references are one CT or a folder of
+CTs (cases as in :func:`monai_gnerf.data.ct_cases`); the reconstruction of case
+``c`` is ``reconstructions/c/reconstruction.nii.gz`` (what ``reconstruct.json --output_dir
+reconstructions/c`` writes) or ``reconstructions/c.nii.gz``. Reference projections are one
+projection folder or a folder of them (``c/geometry.json``), matched by folder name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_gnerf.data import ct_cases, is_ct_collection, resolve_ct_path
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.geometry import resample_area, resampled_affine
+from monai_gnerf.io import atomic_output_file, load_ct, load_projections
+from monai_gnerf.metrics.features import RandomConvFeatures, TorchScriptFeatures, extract_features
+from monai_gnerf.metrics.image import gmsd, normalize_to_reference, psnr, ssim
+
+__all__ = [
+    "AIR_HU",
+    "METRICS_2D",
+    "METRICS_3D",
+    "RECONSTRUCTION_FILE",
+    "PairMetric",
+    "SetMetric",
+    "evaluate_test_set",
+    "feature_set_metric",
+    "projection_metrics",
+    "projection_pairs",
+    "reference_on_grid",
+    "volume_metrics",
+    "volume_pairs",
+]
+
+PairMetric = Callable[[torch.Tensor, torch.Tensor, float], float]
+"""``metric(prediction, target, data_range) -> float`` on one image or volume."""
+SetMetric = Callable[[torch.Tensor, torch.Tensor], float]
+"""``metric(predicted_views, reference_views) -> float`` on ``(N, H, W)`` stacks in [0, 1]."""
+
+AIR_HU = -1000.0
+METRICS_3D: dict[str, PairMetric] = {"psnr_db": psnr, "ssim": ssim}
+METRICS_2D: dict[str, PairMetric] = {"psnr_db": psnr, "ssim": ssim, "gmsd": gmsd}
+RECONSTRUCTION_FILE = "reconstruction.nii.gz"
+_BOX_TOLERANCE_MM = 0.01
+_LOGGER = logging.getLogger(__name__)
+
+
+def reference_on_grid(
+    reference: torch.Tensor,
+    reference_affine: torch.Tensor,
+    shape: Sequence[int],
+    affine: torch.Tensor,
+) -> torch.Tensor:
+    """Resample a reference volume onto another grid covering the same box.
+
+    Area-averaging (anti-aliased) when the target grid is coarser along every axis, trilinear
+    interpolation otherwise; the grid itself when it is the same.
+
+    Raises:
+        GnerfInputError: the grids do not cover the same box (different field of view or orientation).
+    """
+    shape = tuple(int(n) for n in shape)
+    reference_affine = torch.as_tensor(reference_affine, dtype=torch.float64)
+    expected = resampled_affine(reference_affine, tuple(reference.shape), shape)
+    if not torch.allclose(expected, torch.as_tensor(affine, dtype=torch.float64), atol=_BOX_TOLERANCE_MM, rtol=0):
+        raise GnerfInputError(
+            f"the prediction grid {list(shape)} does not cover the reference's box {list(reference.shape)}: "
+            "compare reconstructions made from projections of that reference."
+        )
+    if shape == tuple(reference.shape):
+        return reference
+    if all(n <= m for n, m in zip(shape, reference.shape)):
+        return resample_area(reference, shape)
+    return F.interpolate(reference[None, None].float(), size=shape, mode="trilinear", align_corners=False)[0, 0]
+
+
+def volume_metrics(
+    prediction_hu: torch.Tensor,
+    reference_hu: torch.Tensor,
+    metrics: Mapping[str, PairMetric] | None = None,
+) -> dict[str, float]:
+    """3D metrics of a volume against a reference on the same grid, both in HU (see module docstring)."""
+    if prediction_hu.shape != reference_hu.shape:
+        raise GnerfInputError(f"volume shapes differ: {tuple(prediction_hu.shape)} vs {tuple(reference_hu.shape)}.")
+    estimate, truth = normalize_to_reference(
+        prediction_hu.double().clamp(min=AIR_HU), reference_hu.double().clamp(min=AIR_HU)
+    )
+    return {name: float(metric(estimate, truth, 1.0)) for name, metric in (metrics or METRICS_3D).items()}
+
+
+def _normalized_views(prediction: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if prediction.shape != reference.shape:
+        raise GnerfInputError(
+            f"projection stacks differ in shape: {tuple(prediction.shape)} vs reference {tuple(reference.shape)}."
+        )
+    return normalize_to_reference(prediction.double(), reference.double())
+
+
+def projection_metrics(
+    prediction: torch.Tensor,
+    reference: torch.Tensor,
+    metrics: Mapping[str, PairMetric] | None = None,
+) -> dict[str, float]:
+    """2D metrics of a projection stack ``(views, rows, cols)`` against a reference: mean over views."""
+    estimate, truth = _normalized_views(prediction, reference)
+    return {
+        name: float(sum(metric(e, t, 1.0) for e, t in zip(estimate, truth)) / len(truth))
+        for name, metric in (metrics or METRICS_2D).items()
+    }
+
+
+def feature_set_metric(
+    distance: Callable[[torch.Tensor, torch.Tensor], float | tuple[float, ...]],
+    extractor: nn.Module | str | Path | None = None,
+    batch_size: int = 64,
+) -> SetMetric:
+    """A test-set metric from a feature-space distance and a feature extractor.
+
+    The extractor is made on first use, so a missing file is reported while the evaluation runs
+    (as a :class:`~monai_gnerf.errors.GnerfInputError`), not while a config is parsed.
+
+    Args:
+        distance: e.g. :func:`monai_gnerf.metrics.features.frechet_distance` (FID) or
+            :func:`~monai_gnerf.metrics.features.kernel_inception_distance` (KID; of its
+            ``(mean, standard error)`` the mean is kept).
+        extractor: a module mapping grey images ``(N, H, W)`` in [0, 1] to features ``(N, D)``;
+            a path: a local TorchScript network (e.g. Inception-v3) loaded by
+            :class:`~monai_gnerf.metrics.features.TorchScriptFeatures`; None: the fixed random CNN
+            :class:`~monai_gnerf.metrics.features.RandomConvFeatures` (values comparable between
+            runs of this project only, not with published Inception FID/KID).
+        batch_size: images per extractor call.
+
+    Returns:
+        ``metric(predicted_views, reference_views) -> float`` for ``test_set_metrics_2d``; its
+        ``description`` attribute names the features.
+    """
+    made: list[nn.Module] = []
+
+    def features_of(views: torch.Tensor) -> torch.Tensor:
+        if not made:
+            if isinstance(extractor, nn.Module):
+                made.append(extractor)
+            elif extractor is None:
+                made.append(RandomConvFeatures())
+            else:
+                made.append(TorchScriptFeatures(extractor))
+        return extract_features(views.float(), made[0], batch_size)
+
+    def metric(predicted_views: torch.Tensor, reference_views: torch.Tensor) -> float:
+        with torch.no_grad():
+            value = distance(features_of(predicted_views), features_of(reference_views))
+        return float(value[0] if isinstance(value, tuple) else value)
+
+    if isinstance(extractor, nn.Module):
+        features = type(extractor).__name__
+    elif extractor is None:
+        features = "RandomConvFeatures() (fixed random CNN: compare runs of this project only)"
+    else:
+        features = f"TorchScript network {extractor}"
+    metric.description = f"{getattr(distance, '__name__', 'distance')} of {features} features"  # type: ignore[attr-defined]
+    return metric
+
+
+def _reconstruction_of(reconstructions: Path, name: str, single: bool) -> Path:
+    if single and reconstructions.is_file():
+        return reconstructions
+    candidates = [reconstructions / RECONSTRUCTION_FILE] if single else []
+    candidates += [reconstructions / name / RECONSTRUCTION_FILE, reconstructions / f"{name}.nii.gz"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise GnerfInputError(f"no reconstruction for case {name!r}: looked for {', '.join(map(str, candidates))}.")
+
+
+def volume_pairs(reconstructions: str | Path, references: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(case, reconstruction, reference)`` triples of a test set (pairing: see module docstring).
+
+    Args:
+        reconstructions: a reconstruction NIfTI, or a folder of them.
+        references: a reference CT (file, DICOM folder or ``example``), or a folder of CTs.
+    """
+    reconstructions = Path(reconstructions)
+    if not reconstructions.exists():
+        raise GnerfInputError(f"reconstructions not found: {reconstructions}")
+    single = not is_ct_collection(references)
+    return [(name, _reconstruction_of(reconstructions, name, single), ref) for name, ref in ct_cases(references)]
+
+
+def projection_pairs(projections: str | Path, reference_projections: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(case, projection folder, reference projection folder)`` triples (pairing: see module docstring)."""
+    projections, reference_projections = Path(projections), Path(reference_projections)
+    for path in (projections, reference_projections):
+        if not path.is_dir():
+            raise GnerfInputError(f"projection folder not found: {path}")
+    if (reference_projections / "geometry.json").is_file():
+        return [(reference_projections.name, projections, reference_projections)]
+    cases = sorted(p for p in reference_projections.iterdir() if (p / "geometry.json").is_file())
+    if not cases:
+        raise GnerfInputError(f"{reference_projections} holds no projection folder (no geometry.json).")
+    missing = [p.name for p in cases if not (projections / p.name).is_dir()]
+    if missing:
+        raise GnerfInputError(f"{projections} lacks the projection folders of cases: {', '.join(missing)}.")
+    return [(p.name, projections / p.name, p) for p in cases]
+
+
+def _mean(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, float]:
+    return {name: sum(row[name] for row in rows) / len(rows) for name in names} if rows else {}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> Path:
+    with atomic_output_file(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _same_grid(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(torch.allclose(a.double(), b.double(), atol=_BOX_TOLERANCE_MM, rtol=0))
+
+
+def evaluate_test_set(
+    output_dir: str | Path,
+    reconstructions: str | Path | None = None,
+    references: str | Path | None = None,
+    projections: str | Path | None = None,
+    reference_projections: str | Path | None = None,
+    metrics_3d: Mapping[str, PairMetric] | None = None,
+    metrics_2d: Mapping[str, PairMetric] | None = None,
+    test_set_metrics_2d: Mapping[str, SetMetric] | None = None,
+) -> dict[str, Any]:
+    """Evaluate reconstructions against reference CTs and/or projection sets against reference ones.
+
+    Writes ``output_dir/metrics_3d.csv`` (columns ``case, prediction, reference`` and one per
+    3D metric), ``output_dir/metrics_2d.csv`` (``case, prediction, reference, views`` and one
+    per 2D metric) for the kinds evaluated, and ``output_dir/metrics.json`` (per-case rows, means
+    and test-set metrics; an exact copy has a PSNR of ``Infinity``).
+
+    Args:
+        output_dir: folder for the CSV and JSON files.
+        reconstructions: reconstruction NIfTI (HU) or folder of them; needs ``references``.
+        references: reference CT (HU) or folder of CTs.
+        projections: projection folder or folder of them; needs ``reference_projections``.
+        reference_projections: reference projection folder or folder of them.
+        metrics_3d: name -> ``metric(prediction, target, data_range)``; default :data:`METRICS_3D`.
+        metrics_2d: name -> per-view metric; default :data:`METRICS_2D`.
+        test_set_metrics_2d: name -> ``metric(predicted_views, reference_views)`` over all views of
+            all cases (e.g. FID/KID); default none.
+
+    Returns:
+        The content of ``metrics.json``.
+
+    Raises:
+        GnerfInputError: nothing to evaluate, a missing file or case, or mismatched grids/shapes.
+    """
+    if (reconstructions is None) != (references is None):
+        raise GnerfInputError("give both reconstructions and references, or neither.")
+    if (projections is None) != (reference_projections is None):
+        raise GnerfInputError("give both projections and reference_projections, or neither.")
+    if reconstructions is None and projections is None:
+        raise GnerfInputError(
+            "nothing to evaluate: give reconstructions and references (3D) and/or projections and "
+            "reference_projections (2D)."
+        )
+    metrics_3d = dict(metrics_3d if metrics_3d is not None else METRICS_3D)
+    metrics_2d = dict(metrics_2d if metrics_2d is not None else METRICS_2D)
+    test_set_metrics_2d = dict(test_set_metrics_2d or {})
+    output_dir = Path(output_dir)
+    summary: dict[str, Any] = {
+        "data_range": 1.0,
+        "normalization": "min-max with the reference's range; volumes clipped below at -1000 HU first",
+        "outputs": {},
+    }
+    if reconstructions is not None and references is not None:
+        rows = []
+        for name, prediction_path, reference_path in volume_pairs(reconstructions, references):
+            prediction, reference = load_ct(prediction_path), load_ct(resolve_ct_path(reference_path))
+            truth = reference.as_tensor()
+            if not (prediction.shape == reference.shape and _same_grid(prediction.affine, reference.affine)):
+                truth = reference_on_grid(truth, reference.affine, prediction.shape, prediction.affine)
+            values = volume_metrics(prediction.as_tensor(), truth, metrics_3d)
+            _LOGGER.info(f"3D {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+            rows.append({"case": name, "prediction": str(prediction_path), "reference": str(reference_path),
+                         "shape": list(prediction.shape), **values})  # fmt: skip
+        path = _write_csv(output_dir / "metrics_3d.csv", rows, ["case", "prediction", "reference", *metrics_3d])
+        summary["volumes"] = {"metrics": list(metrics_3d), "cases": rows, "mean": _mean(rows, list(metrics_3d))}
+        summary["outputs"]["metrics_3d_csv"] = str(path)
+    if projections is not None and reference_projections is not None:
+        rows, all_estimates, all_truths = [], [], []
+        for name, prediction_dir, reference_dir in projection_pairs(projections, reference_projections):
+            prediction, _ = load_projections(prediction_dir)
+            reference, _ = load_projections(reference_dir)
+            values = projection_metrics(prediction.as_tensor(), reference.as_tensor(), metrics_2d)
+            _LOGGER.info(f"2D {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+            rows.append({"case": name, "prediction": str(prediction_dir), "reference": str(reference_dir),
+                         "views": int(reference.shape[0]), **values})  # fmt: skip
+            if test_set_metrics_2d:
+                estimate, truth = _normalized_views(prediction.as_tensor(), reference.as_tensor())
+                all_estimates.append(estimate)
+                all_truths.append(truth)
+        columns = ["case", "prediction", "reference", "views", *metrics_2d]
+        path = _write_csv(output_dir / "metrics_2d.csv", rows, columns)
+        test_set: dict[str, float] = {}
+        if test_set_metrics_2d:
+            if len({tuple(t.shape[1:]) for t in all_truths}) > 1:
+                raise GnerfInputError("test-set metrics need projections of one detector size in every case.")
+            estimates, truths = torch.cat(all_estimates), torch.cat(all_truths)
+            test_set = {name: float(metric(estimates, truths)) for name, metric in test_set_metrics_2d.items()}
+        summary["projections"] = {
+            "metrics": list(metrics_2d),
+            "cases": rows,
+            "mean": _mean(rows, list(metrics_2d)),
+            "test_set": test_set,
+            "test_set_descriptions": {
+                name: getattr(metric, "description", "") for name, metric in test_set_metrics_2d.items()
+            },
+        }
+        summary["outputs"]["metrics_2d_csv"] = str(path)
+    summary["outputs"]["metrics_json"] = str(output_dir / "metrics.json")
+    with atomic_output_file(output_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    for kind in ("volumes", "projections"):
+        for name, value in summary.get(kind, {}).get("mean", {}).items():
+            _LOGGER.info(f"mean {kind} {name}: {value:.4f}" if math.isfinite(value) else f"mean {kind} {name}: {value}")
+    return summary

@@ -1,0 +1,721 @@
+"""The MONAI bundle in ``bundle/``: every config end to end, through the CLI and in-process.
+
+Tiny settings keep this file fast: the example CT area-averaged to 8 mm (45x45x42), a 48x48
+detector of 12.5 mm (8.3 mm pixels at the isocenter), 6 views, seconds of training; the generative
+prior on a 32x32 detector, 2 phantom subjects, 8x8 patches, 8 samples per ray, 4 iterations.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata
+
+import monai_gnerf
+from monai_gnerf.data import example_ct_path
+from monai_gnerf.geometry import grid_for_spacing, load_geometry, resample_area, volume_center_mm
+from monai_gnerf.io import load_ct, load_projections, load_xray, save_volume
+from monai_gnerf.metrics import (
+    RandomConvFeatures,
+    extract_features,
+    frechet_distance,
+    kernel_inception_distance,
+    reference_on_grid,
+    volume_metrics,
+)
+from monai_gnerf.networks import load_generator
+from monai_gnerf.networks.generator import GeneratorConfig
+from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
+sys.path.insert(0, str(BUNDLE))  # the bundle's own code, as MONAI imports it: ``scripts``
+import scripts as bundle_scripts  # noqa: E402
+
+CONFIGS = BUNDLE / "configs"
+REFERENCE_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "reference" / "monai_bundle_meta_schema.json"
+VIEWS = 6
+
+
+class BackgroundRun:
+    """A command started in the background in its own session, output to files (so a full pipe never
+    stalls it); :meth:`result` waits for it, and kills it with all its children after ``timeout``."""
+
+    def __init__(self, command: list[str], log_dir: Path, timeout: float = 300, cwd: Path | None = None) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._logs = log_dir / "stdout.txt", log_dir / "stderr.txt"
+        self._timeout = timeout
+        with self._logs[0].open("w") as out, self._logs[1].open("w") as err:
+            self._process = subprocess.Popen(
+                command, stdout=out, stderr=err, text=True, cwd=cwd, start_new_session=True
+            )
+
+    def result(self) -> subprocess.CompletedProcess:
+        try:
+            returncode = self._process.wait(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+            raise
+        stdout, stderr = (path.read_text() for path in self._logs)
+        return subprocess.CompletedProcess(self._process.args, returncode, stdout, stderr)
+
+
+class BundleRun(BackgroundRun):
+    """``python -m monai.bundle run --config_file bundle/configs/CONFIG --key value ...`` in the background.
+
+    ``config`` may be a list of configs (merged in order); ``launcher`` holds Python arguments that run
+    before ``-m monai.bundle`` (e.g. ``-m torch.distributed.run --nproc_per_node=2``).
+    """
+
+    def __init__(
+        self, config: str | list[str], log_dir: Path, launcher: tuple[str, ...] = (), timeout: float = 300, **overrides
+    ) -> None:
+        files = [str(CONFIGS / name) for name in ([config] if isinstance(config, str) else config)]
+        config_file = files[0] if len(files) == 1 else repr(files)
+        command = [sys.executable, *launcher, "-m", "monai.bundle", "run", "--config_file", config_file]
+        for key, value in overrides.items():
+            command += [f"--{key}", str(value)]
+        super().__init__(command, log_dir, timeout)
+
+
+def bundle_cli(config: str, log_dir: Path, **overrides) -> subprocess.CompletedProcess:
+    """Run a config through the CLI and wait for it."""
+    return BundleRun(config, log_dir, **overrides).result()
+
+
+def bundle_in_process(config: str, **overrides) -> list:
+    """Run a config with ``monai.bundle.ConfigWorkflow`` in this process; returns the run list's results."""
+    overrides.setdefault("bundle_root", str(BUNDLE))
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / config), workflow_type=None, **overrides)
+    workflow.initialize()
+    result = workflow.run()
+    workflow.finalize()
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """ConfigWorkflow applies configs/logging.conf to the root logger; undo it after each test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Two small CTs (ct_a: the example CT at 8 mm, ct_b: its mirror image) and a tiny geometry."""
+    root = tmp_path_factory.mktemp("bundle")
+    ct = load_ct(example_ct_path())
+    shape, affine = grid_for_spacing(ct.shape, ct.affine, 8.0)
+    small = resample_area(ct.as_tensor(), shape)
+    cts = root / "cts"
+    save_volume(cts / "ct_a.nii.gz", small, affine)
+    save_volume(cts / "ct_b.nii.gz", torch.flip(small, [0]), affine)
+    geometry = replace(load_geometry("chest_cbct"), detector_shape=(48, 48), pixel_spacing_mm=(12.5, 12.5), name="tiny")
+    geometry_path = root / "tiny_geometry.json"
+    geometry.to_json(geometry_path)
+    return {
+        "root": root,
+        "cts": cts,
+        "ct_a": cts / "ct_a.nii.gz",
+        "ct_b": cts / "ct_b.nii.gz",
+        "geometry": geometry_path,
+    }
+
+
+@pytest.fixture(scope="module")
+def wrong_path_cli(data):
+    """drr.json through the CLI on a missing CT, started in the background early."""
+    missing, out = data["root"] / "no_such_ct.nii.gz", data["root"] / "wrong_path_out"
+    return BundleRun("drr.json", data["root"] / "logs_wrong_path", dataset_dir=missing, output_dir=out), missing, out
+
+
+@pytest.fixture(scope="module")
+def drr_single(data, wrong_path_cli):
+    """drr.json through the CLI on one CT file."""
+    out = data["root"] / "drr_single"
+    proc = bundle_cli("drr.json", data["root"] / "logs_drr", dataset_dir=data["ct_a"], output_dir=out,
+                      device="cpu", **{"drr#geometry": data["geometry"], "drr#views": VIEWS})  # fmt: skip
+    return proc, out
+
+
+@pytest.fixture(scope="module")
+def recon_cli(data, drr_single):
+    """reconstruct.json through the CLI with exactly the 3D Slicer extension's arguments (background)."""
+    out = data["root"] / "recon_grid"
+    run = BundleRun("reconstruct.json", data["root"] / "logs_recon", projections_dir=drr_single[1] / "projections",
+                    output_dir=out, device="cpu", bundle_root=BUNDLE,
+                    **{"fit#method": "grid", "fit#budget_s": 3, "sparse_view#spacing_mm": 12})  # fmt: skip
+    return run, out
+
+
+@pytest.fixture(scope="module")
+def drr_folder(data, recon_cli):
+    """drr.json in-process on a folder of two CTs (while the CLI reconstruction runs)."""
+    out = data["root"] / "drr_folder"
+    bundle_in_process("drr.json", dataset_dir=str(data["cts"]), output_dir=str(out),
+                      **{"drr#geometry": str(data["geometry"]), "drr#views": VIEWS})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def recon_fdk(data, drr_single):
+    """reconstruct.json in-process, FDK, on the source grid."""
+    out = data["root"] / "recon_fdk"
+    bundle_in_process("reconstruct.json", projections_dir=str(drr_single[1] / "projections"),
+                      output_dir=str(out), **{"fit#method": "fdk"})  # fmt: skip
+    return out / "reconstruction.nii.gz"
+
+
+def _psnr_3d(prediction_hu: np.ndarray, reference_hu: np.ndarray) -> float:
+    """Independent 3D PSNR: clip at air, min-max with the reference's range, data range 1."""
+    ref = np.maximum(reference_hu.astype(np.float64), -1000.0)
+    low, high = ref.min(), ref.max()
+    est = np.clip((np.maximum(prediction_hu.astype(np.float64), -1000.0) - low) / (high - low), 0, 1)
+    return float(10 * np.log10(1.0 / np.mean((est - (ref - low) / (high - low)) ** 2)))
+
+
+def _psnr_2d_mean(prediction_dir: Path, reference_dir: Path) -> float:
+    """Independent 2D PSNR: stacks min-max normalized with the reference's range, mean over views."""
+    pred = np.asarray(nib.load(prediction_dir / "projections.nii.gz").dataobj, dtype=np.float64)
+    ref = np.asarray(nib.load(reference_dir / "projections.nii.gz").dataobj, dtype=np.float64)
+    low, high = ref.min(), ref.max()
+    est, truth = np.clip((pred - low) / (high - low), 0, 1), (ref - low) / (high - low)
+    mse = ((est - truth) ** 2).mean(axis=(0, 1))  # NIfTI layout (cols, rows, views)
+    return float(np.mean(10 * np.log10(1.0 / mse)))
+
+
+def _normalized_views(prediction_dir: Path, reference_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both stacks ``(views, rows, cols)`` min-max normalized with the reference's range (prediction clipped)."""
+    pred = np.asarray(nib.load(prediction_dir / "projections.nii.gz").dataobj, dtype=np.float64).transpose(2, 1, 0)
+    ref = np.asarray(nib.load(reference_dir / "projections.nii.gz").dataobj, dtype=np.float64).transpose(2, 1, 0)
+    low, high = ref.min(), ref.max()
+    return torch.from_numpy(np.clip((pred - low) / (high - low), 0, 1)).float(), torch.from_numpy(
+        (ref - low) / (high - low)
+    ).float()
+
+
+def _read_csv(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    header = path.read_text().splitlines()[0].split(",")
+    return header, {row["case"]: row for row in rows}
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        CONFIGS / "meta_schema.json",
+        pytest.param(
+            REFERENCE_SCHEMA,
+            marks=pytest.mark.skipif(not REFERENCE_SCHEMA.is_file(), reason="../shared reference schema absent"),
+        ),
+    ],
+    ids=["bundle_schema", "reference_schema"],
+)
+def test_metadata_verifies_and_broken_metadata_does_not(schema, tmp_path):
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert meta["required_packages_version"]["monai-gnerf"] == monai_gnerf.__version__
+    prior = meta["network_data_format"]
+    assert prior["inputs"]["image"]["spatial_shape"] == [64, 64] and prior["inputs"]["image"]["num_channels"] == 1
+    assert prior["outputs"]["views"]["num_channels"] == 72 and prior["outputs"]["volume"]["format"] == "hounsfield"
+    for key, bad_value in (("network_data_format", None), ("authors", ["a", "b"]), ("required_packages_version", "x")):
+        broken = dict(meta)
+        if bad_value is None:
+            del broken[key]
+        else:
+            broken[key] = bad_value
+        path = tmp_path / f"broken_{key}.json"
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match="Failed validating"):
+            verify_metadata(meta_file=str(path), filepath=str(schema))
+
+
+def test_configs_define_the_contract_overrides():
+    """MONAI accepts unknown overrides silently, so a renamed key would break callers without an error."""
+    contract = {
+        "drr.json": {"dataset_dir", "output_dir", "device", "drr"},
+        "reconstruct.json": {"projections_dir", "output_dir", "device", "work_dir", "tensorboard_dir"}
+        | {"example", "fit", "sparse_view"},
+        "evaluate.json": {"reconstructions", "references", "projections", "reference_projections", "output_dir"}
+        | {"metrics_3d", "metrics_2d", "test_set_metrics_2d"},
+        "train.json": {"dataset_dir", "output_dir", "device", "tensorboard_dir", "generator", "prior", "train"},
+        "inference.json": {"xray", "checkpoint", "output_dir", "device", "fit", "single_view", "network_def"},
+        "multi_gpu_train.json": {"backend", "device", "initialize", "finalize"},
+    }
+    for name, keys in contract.items():
+        config = json.loads((CONFIGS / name).read_text())
+        assert keys <= set(config), f"{name} lacks {keys - set(config)}"
+        assert all("run_or_exit" in step for step in config.get("run", [])), (
+            f"{name}: every run step must report errors"
+        )
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    assert inference["checkpoint"] == "$os.path.join(@bundle_root, 'models', 'model.pt')"
+
+
+def _config_nodes(value, where=""):
+    """Every ``_target_`` node of a config (dicts, nested in dicts and lists) with its location."""
+    if isinstance(value, dict):
+        if "_target_" in value:
+            yield where, value
+        for key, item in value.items():
+            yield from _config_nodes(item, f"{where}#{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _config_nodes(item, f"{where}#{index}")
+
+
+def test_config_nodes_name_only_fields_of_their_dataclass():
+    """Every option of a bundle config is a field of the library's config dataclass: one source."""
+    import dataclasses
+    import importlib
+
+    checked = 0
+    for path in sorted(CONFIGS.glob("*.json")):
+        for where, node in _config_nodes(json.loads(path.read_text())):
+            module, _, name = node["_target_"].rpartition(".")
+            target = getattr(importlib.import_module(module), name)
+            if dataclasses.is_dataclass(target):
+                fields = {f.name for f in dataclasses.fields(target)}
+                options = {key for key in node if not key.startswith("_")}
+                assert options <= fields, f"{path.name}{where}: {options - fields}"
+                assert node.get("_mode_") == "callable", f"{path.name}{where}: built inside run_or_exit"
+                checked += 1
+    assert checked >= 8
+
+
+# ---------------------------------------------------------------------------------------------- drr.json
+
+
+def test_drr_cli_writes_one_ct_to_output_projections(data, drr_single):
+    proc, out = drr_single
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["projections"]
+    projections, geometry = load_projections(out / "projections")
+    assert tuple(projections.shape) == (VIEWS, 48, 48)
+    assert geometry.angles_deg == pytest.approx([0.0, 60.0, 120.0, 180.0, 240.0, 300.0])
+    assert len(list((out / "projections" / "png").glob("view_*.png"))) == VIEWS
+    ct = load_ct(data["ct_a"])
+    assert torch.allclose(
+        torch.tensor(projections.meta["volume_affine"], dtype=torch.float64), ct.affine.double(), atol=1e-4
+    )
+    assert projections.meta["volume_shape"] == list(ct.shape)
+    expected = GenerateDRR(load_geometry(data["geometry"]).with_uniform_angles(VIEWS))(HUToAttenuation()(ct))
+    assert torch.allclose(projections.as_tensor(), expected.as_tensor(), atol=1e-5)
+    assert float(projections.min()) >= 0.0 and 2.0 < float(projections.max()) < 20.0
+
+
+def test_drr_in_process_writes_each_ct_of_a_folder_to_its_case(drr_single, drr_folder):
+    assert sorted(p.name for p in drr_folder.iterdir()) == ["ct_a", "ct_b"]
+    a, _ = load_projections(drr_folder / "ct_a")
+    b, _ = load_projections(drr_folder / "ct_b")
+    single, _ = load_projections(drr_single[1] / "projections")
+    assert torch.allclose(a.as_tensor(), single.as_tensor(), atol=1e-6)  # CLI and in-process agree
+    assert float((a - b).abs().max()) > 0.1  # the mirrored CT projects differently
+
+
+# ---------------------------------------------------------------------------------------------- reconstruct.json
+
+
+def test_reconstruct_in_process_fdk_lands_on_the_source_ct_grid(data, recon_fdk):
+    image = nib.load(recon_fdk)
+    ct = load_ct(data["ct_a"])
+    assert image.shape == tuple(ct.shape) == (45, 45, 42)
+    assert np.allclose(image.affine, ct.affine.numpy(), atol=1e-4)
+    volume = np.asarray(image.dataobj)
+    assert np.isfinite(volume).all()
+    assert 17.0 < _psnr_3d(volume, ct.numpy()) < 30.0  # FDK of 6 views; uniform air scores 13.9 dB
+
+
+def test_reconstruct_without_projections_simulates_the_example_first(tmp_path):
+    config = json.loads((CONFIGS / "reconstruct.json").read_text())
+    assert config["projections_dir"] is None and config["example"]["views"] == 20
+    assert config["example"]["geometry"] == "chest_cbct"
+    overrides = {"fit#method": "fdk", "sparse_view#spacing_mm": 10.0, "example#views": 5}
+    bundle_in_process("reconstruct.json", output_dir=str(tmp_path), **overrides)
+    projections, geometry = load_projections(tmp_path / "projections")
+    assert tuple(projections.shape) == (5, 160, 160) and geometry.name == "chest_cbct"
+    ct = load_ct(example_ct_path())
+    shape, affine = grid_for_spacing(ct.shape, ct.affine, 10.0)
+    image = nib.load(tmp_path / "reconstruction.nii.gz")
+    assert image.shape == shape and np.allclose(image.affine, affine.numpy(), atol=1e-3)
+    assert np.isfinite(np.asarray(image.dataobj)).all()
+
+
+def test_reconstruct_cli_contract_writes_hu_volume_over_the_ct_box(data, recon_cli):
+    run, out = recon_cli
+    proc = run.result()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    image = nib.load(out / "reconstruction.nii.gz")
+    ct = load_ct(data["ct_a"])
+    shape, affine = grid_for_spacing(ct.shape, ct.affine, 12.0)
+    assert image.shape == shape == (30, 30, 28)
+    assert np.allclose(image.affine, affine.numpy(), atol=1e-3)
+    volume = np.asarray(image.dataobj)
+    assert volume.dtype == np.float32 and np.isfinite(volume).all()
+    assert -1001.0 <= volume.min() and volume.max() < 4000.0
+    reference = reference_on_grid(ct.as_tensor(), ct.affine, shape, affine)
+    metrics = volume_metrics(torch.from_numpy(volume), reference)
+    # 6 views and seconds of training: well above a uniform volume (about 11 dB, SSIM < 0.01 here)
+    assert 15.0 < metrics["psnr_db"] < 40.0 and 0.4 < metrics["ssim"] < 1.0
+
+
+# ---------------------------------------------------------------------------------------------- evaluate.json
+
+
+def test_evaluate_cli_scores_a_folder_test_set(data, recon_fdk, drr_folder, tmp_path):
+    recons, projections, out = tmp_path / "recons", tmp_path / "projections", tmp_path / "eval"
+    (recons / "ct_a").mkdir(parents=True)
+    shutil.copy(recon_fdk, recons / "ct_a" / "reconstruction.nii.gz")
+    shutil.copy(data["ct_b"], recons / "ct_b.nii.gz")  # an exact copy of its reference
+    shutil.copytree(drr_folder / "ct_a", projections / "ct_a")  # exact
+    shutil.copytree(drr_folder / "ct_a", projections / "ct_b")  # the wrong CT's projections
+    proc = bundle_cli("evaluate.json", tmp_path / "logs", reconstructions=recons, references=data["cts"], projections=projections,
+                      reference_projections=drr_folder, output_dir=out, test_set_metrics_2d="@fid_kid_metrics")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    header, rows = _read_csv(out / "metrics_3d.csv")
+    assert header == ["case", "prediction", "reference", "psnr_db", "ssim"]
+    assert float(rows["ct_b"]["psnr_db"]) == math.inf and float(rows["ct_b"]["ssim"]) == pytest.approx(1.0, abs=1e-9)
+    expected = _psnr_3d(np.asarray(nib.load(recon_fdk).dataobj), load_ct(data["ct_a"]).numpy())
+    assert float(rows["ct_a"]["psnr_db"]) == pytest.approx(expected, abs=1e-4)
+    assert 0.2 < float(rows["ct_a"]["ssim"]) < 0.99
+
+    header, rows = _read_csv(out / "metrics_2d.csv")
+    assert header == ["case", "prediction", "reference", "views", "psnr_db", "ssim", "gmsd"]
+    assert rows["ct_a"]["views"] == str(VIEWS)
+    assert float(rows["ct_a"]["psnr_db"]) == math.inf and float(rows["ct_a"]["gmsd"]) == 0.0
+    expected = _psnr_2d_mean(projections / "ct_b", drr_folder / "ct_b")
+    assert float(rows["ct_b"]["psnr_db"]) == pytest.approx(expected, abs=1e-4) and expected < 30.0
+    assert 0.0 < float(rows["ct_b"]["ssim"]) < 0.99 and float(rows["ct_b"]["gmsd"]) > 0.01
+
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["data_range"] == 1.0
+    assert summary["volumes"]["mean"]["psnr_db"] == math.inf
+    assert summary["projections"]["mean"]["ssim"] == pytest.approx((1.0 + float(rows["ct_b"]["ssim"])) / 2)
+    test_set = summary["projections"]["test_set"]
+    assert set(test_set) == {"fid", "kid"}
+    assert "RandomConvFeatures" in summary["projections"]["test_set_descriptions"]["fid"]
+    predicted = torch.cat([_normalized_views(projections / c, drr_folder / c)[0] for c in ("ct_a", "ct_b")])
+    reference = torch.cat([_normalized_views(projections / c, drr_folder / c)[1] for c in ("ct_a", "ct_b")])
+    extractor = RandomConvFeatures(features=64, seed=0)
+    with torch.no_grad():
+        features = extract_features(predicted, extractor), extract_features(reference, extractor)
+    assert test_set["fid"] == pytest.approx(frechet_distance(*features), rel=1e-5, abs=1e-12)
+    assert test_set["kid"] == pytest.approx(kernel_inception_distance(*features)[0], rel=1e-5)
+    assert test_set["fid"] > 1e-8  # the wrong CT's views (identical sets: |FID| < 1e-10)
+
+
+def test_evaluate_in_process_resamples_the_reference_and_runs_test_set_metrics(data, recon_cli, drr_single, tmp_path):
+    assert recon_cli[0].result().returncode == 0
+    projections = drr_single[1] / "projections"
+    bundle_in_process("evaluate.json", reconstructions=str(recon_cli[1]), references=str(data["ct_a"]),
+                      projections=str(projections), reference_projections=str(projections), output_dir=str(tmp_path),
+                      test_set_metrics_2d={"mean_abs_error": "$lambda p, r: float((p - r).abs().mean())",
+                                           "views": "$lambda p, r: float(p.shape[0])"})  # fmt: skip
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    (case,) = summary["volumes"]["cases"]
+    assert case["case"] == "ct_a" and case["shape"] == [30, 30, 28]
+    assert case["prediction"] == str(recon_cli[1] / "reconstruction.nii.gz")
+    ct = load_ct(data["ct_a"])
+    volume = np.asarray(nib.load(recon_cli[1] / "reconstruction.nii.gz").dataobj)
+    area_averaged = resample_area(ct.as_tensor(), (30, 30, 28)).numpy()
+    assert case["psnr_db"] == pytest.approx(_psnr_3d(volume, area_averaged), abs=1e-4)
+    assert summary["projections"]["test_set"] == {"mean_abs_error": 0.0, "views": float(VIEWS)}
+    assert summary["projections"]["test_set_descriptions"] == {"mean_abs_error": "", "views": ""}
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
+    run, missing, out = wrong_path_cli
+    proc = run.result()
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1] == f"monai-gnerf: error: dataset not found: {missing}"
+    assert sum("monai-gnerf: error" in line for line in lines) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "config, overrides, message",
+    [
+        ("reconstruct.json", {"projections_dir": "{tmp}/missing_projections"},
+         "projection folder not found: {tmp}/missing_projections"),
+        ("reconstruct.json", {"projections_dir": "{tmp}", "device": "gpu0"}, "unknown device 'gpu0'"),
+        ("drr.json", {"drr#geometry": "no_such_preset"}, "'no_such_preset' is neither a geometry JSON file nor a preset"),
+        ("evaluate.json", {}, "nothing to evaluate"),
+        ("evaluate.json", {"reconstructions": "{tmp}", "references": "example"},
+         "no reconstruction for case 'example_chest_ct'"),
+        ("evaluate.json", {"projections": "{projections}", "reference_projections": "{projections}",
+                           "test_set_metrics_2d": "@fid_kid_metrics", "feature_extractor_file": "{tmp}/inception.pt"},
+         "feature extractor file not found: {tmp}/inception.pt"),
+        ("train.json", {"dataset_dir": "{tmp}/no_such_data"}, "training data not found: {tmp}/no_such_data"),
+        ("train.json", {"prior#batch_size": 0}, "batch_size and max_iterations must be >= 1"),
+        ("inference.json", {"xray": "{tmp}/missing.png"}, "X-ray file not found: {tmp}/missing.png"),
+        ("inference.json", {"xray": "{projections}/png/view_000.png", "fit#weighting": "learned"},
+         "weighting must be 'fixed' or 'uncertainty', got 'learned'"),
+        ("inference.json", {"checkpoint": "{projections}/geometry.json"}, "cannot load checkpoint"),
+    ],
+)  # fmt: skip
+def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single):
+    places = {"tmp": tmp_path, "projections": drr_single[1] / "projections"}
+    overrides = {key: value.format(**places) if isinstance(value, str) else value for key, value in overrides.items()}
+    with pytest.raises(SystemExit) as exit_info:
+        bundle_in_process(config, output_dir=str(tmp_path / "out"), **overrides)
+    code = str(exit_info.value.code)
+    assert code.startswith("monai-gnerf: error: ") and "\n" not in code
+    assert message.format(**places) in code
+
+
+# ---------------------------------------------------------------------------------------------- docs
+
+
+def test_docs_transforms_example_runs(tmp_path, monkeypatch):
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "GenerateDRRd" in block]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "bundle/docs/README.md", "exec"), namespace)  # noqa: S102 - the documented example itself
+    assert tuple(namespace["drr"].shape) == (72, 128, 128)
+    projections, geometry = load_projections(tmp_path / "outputs" / "mednerf_drrs")
+    assert geometry.name == "mednerf_chest" and tuple(projections.shape) == (72, 128, 128)
+    ct = load_ct(example_ct_path())
+    assert projections.meta["volume_shape"] == list(ct.shape)
+    assert torch.allclose(
+        torch.tensor(projections.meta["volume_affine"], dtype=torch.float64), ct.affine.double(), atol=1e-4
+    )
+
+
+# ---------------------------------------------------------------------------------------------- generative prior
+
+TINY_PRIOR = {"train#detector_size": 32, "train#subjects": 2, "prior#batch_size": 2, "prior#patch_size": 8,
+              "generator#num_samples": 8, "prior#checkpoint_every": 2, "prior#log_every": 1}  # fmt: skip
+TINY_FIT = {"fit#latent_iterations": 2, "fit#finetune_iterations": 2, "fit#restarts": 1, "single_view#volume_size": 16}
+SHIPPED_MODEL = BUNDLE / "models" / "model.pt"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Records(logging.Handler):
+    """Collects the messages of a logger (ConfigWorkflow replaces the root logger's handlers)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger(name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _Records:
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._logger.removeHandler(self)
+
+
+def _checkpoints(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").glob("*.pt"))
+
+
+def _assert_centred_volume(path: Path, size: int) -> None:
+    image = nib.load(path)
+    assert image.shape == (size,) * 3
+    centre = image.affine @ np.array([(size - 1) / 2.0] * 3 + [1.0])
+    assert np.allclose(centre[:3], 0.0, atol=1e-4)  # the generator's scene cube around the isocenter
+    volume = np.asarray(image.dataobj)
+    assert volume.dtype == np.float32 and np.isfinite(volume).all() and volume.min() >= -1000.0 - 1e-3
+
+
+def _assert_views(folder: Path, detector: int) -> None:
+    stack = nib.load(folder / "projections.nii.gz")
+    assert stack.shape == (detector, detector, 72)  # NIfTI layout (cols, rows, views)
+    geometry = load_geometry(folder / "geometry.json")
+    assert geometry.angles_deg == pytest.approx([5.0 * k for k in range(72)], abs=1e-6)
+    assert len(list((folder / "png").glob("view_*.png"))) == 72
+
+
+@pytest.fixture(scope="module")
+def train_cli(data):
+    """train.json through the CLI, tiny (background)."""
+    out = data["root"] / "prior"
+    return BundleRun("train.json", data["root"] / "logs_train", output_dir=out, **{"prior#max_iterations": 4}, **TINY_PRIOR), out
+
+
+@pytest.fixture(scope="module")
+def train_ddp(data):
+    """train.json + multi_gpu_train.json under torchrun, 2 CPU ranks (gloo), tiny (background)."""
+    out = data["root"] / "prior_ddp"
+    launcher = ("-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}")
+    run = BundleRun(["train.json", "multi_gpu_train.json"], data["root"] / "logs_ddp", launcher=launcher, timeout=240,
+                    output_dir=out, **{"prior#max_iterations": 4}, **TINY_PRIOR)  # fmt: skip
+    return run, out
+
+
+@pytest.fixture(scope="module")
+def missing_checkpoint_cli(data):
+    """inference.json through the CLI with a checkpoint that does not exist (background)."""
+    missing, out = data["root"] / "no_such_model.pt", data["root"] / "inference_missing"
+    run = BundleRun("inference.json", data["root"] / "logs_missing_model", checkpoint=missing, output_dir=out)
+    return run, missing, out
+
+
+@pytest.fixture(scope="module")
+def ckpt_export_cli(data):
+    """The README's ``ckpt_export`` command, run from the repository root (background)."""
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "ckpt_export" in b]
+    command = shlex.split(block.replace("\\\n", " "))
+    assert command[:4] == ["python", "-m", "monai.bundle", "ckpt_export"]
+    model_ts = data["root"] / "model.ts"
+    command[0], command[command.index("--filepath") + 1] = sys.executable, str(model_ts)
+    return BackgroundRun(command, data["root"] / "logs_ckpt_export", cwd=BUNDLE.parent), model_ts
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(train_cli, train_ddp, missing_checkpoint_cli, ckpt_export_cli):
+    """The generator of train_cli (the other background runs start first, to run alongside it)."""
+    proc = train_cli[0].result()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return train_cli[1] / "generator.pt"
+
+
+@pytest.fixture(scope="module")
+def inference_cli(data, tiny_generator):
+    """inference.json through the CLI on an X-ray file (one view of ct_a in the tiny model's geometry)."""
+    xray = bundle_scripts.simulate_model_xray(tiny_generator, data["root"] / "xray", ct=data["ct_a"])
+    out = data["root"] / "inference"
+    run = BundleRun("inference.json", data["root"] / "logs_inference", xray=xray, checkpoint=tiny_generator,
+                    output_dir=out, **TINY_FIT)  # fmt: skip
+    return run, xray, out
+
+
+def test_train_cli_writes_generator_checkpoint_samples_and_tensorboard(train_cli, tiny_generator):
+    proc, out = train_cli[0].result(), train_cli[1]
+    assert "Traceback" not in proc.stderr
+    generator, geometry, extra = load_generator(tiny_generator)
+    assert geometry.detector_shape == (32, 32) and geometry.name == "mednerf_chest" and len(geometry.angles_deg) == 72
+    assert generator.config.num_samples == 8 and extra["iterations"] == 4 and extra["data"] == "phantoms"
+    assert extra["config"]["prior"]["patch_size"] == 8 and extra["config"]["prior"]["batch_size"] == 2
+    assert _checkpoints(out) == ["prior_checkpoint_4.pt"]
+    assert (out / "checkpoints" / "samples.png").stat().st_size > 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_train_in_process_resumes_from_the_checkpoint(train_cli, tiny_generator, tmp_path):
+    out = tmp_path / "prior"
+    shutil.copytree(train_cli[1], out)
+    with _Records("monai_gnerf.engines.prior") as log:
+        bundle_in_process("train.json", output_dir=str(out), **{"prior#max_iterations": 6}, **TINY_PRIOR)
+    assert f"resumed from {out / 'checkpoints' / 'prior_checkpoint_4.pt'} at iteration 4" in log.messages
+    assert _checkpoints(out) == ["prior_checkpoint_6.pt"]
+    resumed, _, extra = load_generator(out / "generator.pt")
+    assert extra["iterations"] == 6
+    before, _, _ = load_generator(tiny_generator)
+    assert any(not torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), before.state_dict().values()))
+
+
+def test_multi_gpu_train_runs_both_ranks_and_rank_0_writes(train_ddp):
+    run, out = train_ddp
+    proc = run.result()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank}/2 finished (gloo, cpu)" in proc.stdout
+    assert _checkpoints(out) == ["prior_checkpoint_4.pt"]
+    assert sorted(p.name for p in out.glob("*.pt")) == ["generator.pt"]
+    _, _, extra = load_generator(out / "generator.pt")
+    assert extra["iterations"] == 4
+
+
+def test_inference_cli_writes_the_slicer_contract_outputs(inference_cli):
+    run, xray, out = inference_cli
+    proc = run.result()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    _assert_centred_volume(out / "volume.nii.gz", 16)
+    _assert_views(out / "views", 32)
+    assert (out / "views.gif").is_file() and not (out / "input").exists()  # an X-ray was given: nothing simulated
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["xray"] == str(xray) and fit["config"]["fit"]["latent_iterations"] == 2 and fit["config"]["fit"]["restarts"] == 1
+
+
+def test_inference_with_the_shipped_model_runs_on_the_default_input(tmp_path):
+    bundle_in_process("inference.json", output_dir=str(tmp_path), bundle_root=str(BUNDLE), **TINY_FIT)
+    png = tmp_path / "input" / "png" / "view_000.png"
+    xray = load_xray(png)
+    assert xray.is_line_integral and tuple(xray.values.shape) == (64, 64)
+    _, geometry = load_projections(tmp_path / "input")
+    assert geometry.angles_deg == (0.0,)  # one PA view
+    ct = load_ct(example_ct_path())
+    assert geometry.isocenter_mm == pytest.approx(volume_center_mm(ct.affine, ct.shape), abs=1e-3)  # the CT's centre
+    _assert_centred_volume(tmp_path / "volume.nii.gz", 16)
+    _assert_views(tmp_path / "views", 64)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert Path(fit["checkpoint"]) == SHIPPED_MODEL.resolve() and fit["xray"] == str(png)
+
+
+def test_shipped_model_is_the_documented_generator():
+    assert SHIPPED_MODEL.stat().st_size < 2_000_000
+    generator, geometry, extra = load_generator(SHIPPED_MODEL)
+    assert generator.config == GeneratorConfig()  # the library's default sizes
+    assert geometry.name == "mednerf_chest" and geometry.detector_shape == (64, 64)
+    prior = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
+    assert prior["inputs"]["image"]["spatial_shape"] == prior["outputs"]["views"]["spatial_shape"] == [64, 64]
+    assert extra["data"] == "phantoms" and extra["subjects"] == 32
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    assert f"{extra['iterations']} iterations" in readme
+
+
+def test_missing_checkpoint_fails_with_one_clear_line_through_the_cli(missing_checkpoint_cli):
+    run, missing, out = missing_checkpoint_cli
+    proc = run.result()
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1] == f"monai-gnerf: error: checkpoint not found: {missing}"
+    assert not out.exists()
+
+
+def test_ckpt_export_fails_for_the_documented_reason(ckpt_export_cli):
+    """docs/README.md: the generator is not TorchScript-scriptable, so its ``ckpt_export`` command fails."""
+    run, model_ts = ckpt_export_cli
+    proc = run.result()
+    reason = "cannot statically infer the expected size of a list"
+    assert reason in (BUNDLE / "docs" / "README.md").read_text()
+    assert proc.returncode != 0 and not model_ts.exists()
+    assert "RuntimeError" in proc.stderr and reason in proc.stderr
+    assert "monai_gnerf/networks/encodings.py" in proc.stderr  # FrequencyEncoding.forward, as documented

@@ -1,0 +1,25 @@
+"""Shared test helpers: the analytic grid of the rendering tests and a tiny generative setup."""
+
+from __future__ import annotations
+
+from monai_gnerf.engines import PriorConfig
+from monai_gnerf.geometry import load_geometry
+from monai_gnerf.networks.generator import GeneratorConfig
+
+VOXEL_MM = 1.6
+GRID = 128
+TINY_GENERATOR = GeneratorConfig(num_samples=16, hidden_features=32, hidden_layers=2)
+
+
+def tiny_geometry(views: int = 36):
+    return load_geometry("mednerf_chest").with_detector_shape(32, 32).with_uniform_angles(views).resolved((0, 0, 0))
+
+
+def tiny_config(iterations: int, **kwargs) -> PriorConfig:
+    options = dict(generator=TINY_GENERATOR, patch_size=16, batch_size=4, max_iterations=iterations, log_every=50,
+                   sample_every=10_000, checkpoint_every=10_000, anneal_iterations=100, ema_decay=None,
+                   lr_generator=2e-3, lr_discriminator=1e-3)  # fmt: skip
+    options.update(kwargs)
+    return PriorConfig(**options)
+
+

@@ -1,0 +1,41 @@
+"""Tests of ``GnerfReconstructionLib.install`` and of the extension's packaging (no Slicer): the
+extension metadata and the files its CMake lists, the bundle and Python the module runs, what it installs."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from GnerfReconstructionLib.install import default_bundle_dir, default_python, dependency_requirements
+from slicer_testing import BUNDLE, EXTENSION, MODULE_DIR, MODULE_NAME, ROOT, UI_FILE
+
+
+def test_extension_metadata():
+    cmake = (EXTENSION / "CMakeLists.txt").read_text()
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+        assert f"set(EXTENSION_{key} " in cmake, key
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in cmake
+    assert f"add_subdirectory({MODULE_NAME})" in cmake
+    module_cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    for path in [*MODULE_DIR.glob(f"{MODULE_NAME}Lib/*.py"), UI_FILE, MODULE_DIR / "Resources" / "Icons" / f"{MODULE_NAME}.png"]:
+        relative = path.relative_to(MODULE_DIR).as_posix().replace(MODULE_NAME, "${MODULE_NAME}")
+        assert relative in module_cmake, f"{relative} is not listed in {MODULE_NAME}/CMakeLists.txt"
+    catalog = json.loads((EXTENSION / "MonaiGnerf.json").read_text())
+    assert catalog["build_dependencies"] == ["PyTorch"]
+    assert catalog["build_subdirectory"] == "."  # the index builds the top-level CMakeLists of scm_url
+    assert f'set(EXTENSION_CATEGORY "{catalog["category"]}")' in cmake
+    requirements = (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()
+    assert [r for r in requirements if r and not r.startswith("#")] == ["monai-gnerf>=0.1.0"]
+    from PIL import Image
+
+    with Image.open(MODULE_DIR / "Resources" / "Icons" / f"{MODULE_NAME}.png") as icon:
+        assert icon.size == (128, 128)
+
+
+def test_dependencies_and_bundle_of_a_source_checkout():
+    assert dependency_requirements() == [str(ROOT)]  # a source checkout installs itself
+    assert default_bundle_dir() == BUNDLE
+
+
+def test_outside_slicer_the_bundle_runs_with_this_python():
+    assert default_python() == sys.executable  # inside Slicer: PythonSlicer beside it

@@ -1,0 +1,187 @@
+"""Tests of ``GnerfReconstructionLib.logic``, the planner, on a real MRML scene (``slicer-core``).
+
+The command lines it plans for the bundle; input problems reported before anything runs; the
+parameter node; and tiny runs through the MONAI bundle in ``bundle/`` as a separate process (a CT
+node to simulated X-rays and FDK, a single X-ray to the generative method), the output node holding
+the array and IJK-to-RAS matrix of the NIfTI the bundle wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from GnerfReconstructionLib.parameters import GnerfInputProblem, ReconstructionParameters
+from slicer_testing import BUNDLE, TINY_PIXEL_MM, assert_node_matches_nifti, ijk_to_ras, xray_nodes
+
+
+def _options(command: list[str]) -> dict[str, str]:
+    """``--key value`` pairs of a ``python -m monai.bundle run`` command line."""
+    assert command[1:4] == ["-m", "monai.bundle", "run"]
+    keys, values = command[4::2], command[5::2]
+    assert all(key.startswith("--") for key in keys) and len(keys) == len(values)
+    return {key[2:]: value for key, value in zip(keys, values)}
+
+
+def test_command_lines_override_config_fields_under_their_node(slicer_module, logic_module, tmp_path):
+    slicer, logic = slicer_module, logic_module
+    command = logic.bundle_command("python", BUNDLE, "drr.json", {"output_dir": tmp_path, "drr#views": None})
+    assert command[:4] == ["python", "-m", "monai.bundle", "run"]
+    assert _options(command) == {
+        "config_file": str(BUNDLE / "configs" / "drr.json"), "bundle_root": str(BUNDLE), "output_dir": str(tmp_path),
+    }  # fmt: skip
+
+    scene = slicer.vtkMRMLScene()
+    ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+    slicer.util.updateVolumeFromArray(ct, np.zeros((4, 8, 8), np.float32))
+    core = logic.GnerfReconstructionLogicCore(scene)
+    params = ReconstructionParameters(
+        source="ct", ct_node_id=ct.GetID(), num_views=3, method="grid", budget_s=5.0, spacing_mm=8.0
+    )
+    drr, reconstruct = core._plan(params, BUNDLE, tmp_path).steps
+    assert drr.args[0] == sys.executable
+    assert _options(drr.args) == {
+        "config_file": str(BUNDLE / "configs" / "drr.json"), "bundle_root": str(BUNDLE),
+        "dataset_dir": str(tmp_path / "ct.nii.gz"), "output_dir": str(tmp_path / "simulated"), "device": "cpu",
+        "drr#geometry": "chest_cbct", "drr#views": "3",
+    }  # fmt: skip
+    (tmp_path / "simulated" / "ct").mkdir(parents=True)
+    (tmp_path / "simulated" / "ct" / "geometry.json").write_text("{}")  # what drr.json writes, in short
+    assert _options(reconstruct.args()) == {
+        "config_file": str(BUNDLE / "configs" / "reconstruct.json"), "bundle_root": str(BUNDLE),
+        "projections_dir": str(tmp_path / "simulated" / "ct"), "output_dir": str(tmp_path / "output"), "device": "cpu",
+        "fit#method": "grid", "fit#budget_s": "5.0", "sparse_view#spacing_mm": "8.0",
+    }  # fmt: skip
+    fdk = replace(params, method="fdk", spacing_mm=0.0)
+    fdk_options = _options(core._plan(fdk, BUNDLE, tmp_path).steps[1].args())
+    assert fdk_options["fit#method"] == "fdk"
+    assert "fit#budget_s" not in fdk_options and "sparse_view#spacing_mm" not in fdk_options  # the config's defaults
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"")
+    generative = replace(params, method="generative", checkpoint=str(checkpoint))
+    drr, inference = core._plan(generative, BUNDLE, tmp_path).steps
+    assert _options(drr.args)["drr#views"] == "1"
+    assert _options(inference.args()) == {
+        "config_file": str(BUNDLE / "configs" / "inference.json"), "bundle_root": str(BUNDLE),
+        "xray": str(tmp_path / "simulated" / "ct" / "png" / "view_000.png"), "checkpoint": str(checkpoint),
+        "output_dir": str(tmp_path / "output"), "device": "cpu",
+    }  # fmt: skip
+
+
+def test_ct_node_to_simulated_xrays_and_fdk_through_the_bundle(slicer_module, nodes_module, logic_module):
+    from monai_gnerf.data import example_ct_path
+
+    slicer, nodes_lib, logic = slicer_module, nodes_module, logic_module
+    scene = slicer.vtkMRMLScene()
+    ct = nodes_lib.load_volume_nifti(scene, example_ct_path(), "chest CT")
+    params = ReconstructionParameters(source="ct", ct_node_id=ct.GetID(), num_views=3, method="fdk", spacing_mm=8.0, keep_temp=True)
+    result = logic.GnerfReconstructionLogicCore(scene).run(params)
+    try:
+        assert_node_matches_nifti(slicer, result.volume_node, result.work_dir / "output" / "reconstruction.nii.gz")
+        ct_to_ras, out_to_ras = ijk_to_ras(slicer, ct), ijk_to_ras(slicer, result.volume_node)
+        ct_extent = np.abs(ct_to_ras[:3, :3]).sum(axis=0) * np.array(ct.GetImageData().GetDimensions())
+        out_extent = np.abs(out_to_ras[:3, :3]).sum(axis=0) * np.array(result.volume_node.GetImageData().GetDimensions())
+        np.testing.assert_allclose(out_extent, ct_extent, rtol=0.1)  # the CT's field of view, on an 8 mm grid
+        views = slicer.util.arrayFromVolume(result.views_node)
+        stack = logic.find_projection_folder(result.work_dir / "simulated") / "projections.nii.gz"
+        import nibabel as nib
+
+        np.testing.assert_array_equal(views, np.asarray(nib.load(str(stack)).dataobj).transpose(2, 1, 0))
+        assert views.shape == (3, 160, 160)  # chest_cbct's detector
+        np.testing.assert_allclose(ijk_to_ras(slicer, result.views_node), nodes_lib.views_ijk_to_ras((3.75, 3.75)))
+    finally:
+        import shutil
+
+        shutil.rmtree(result.work_dir, ignore_errors=True)
+
+
+def test_input_problems_are_reported_before_anything_runs(slicer_module, logic_module, tiny_drrs, tmp_path):
+    slicer, logic = slicer_module, logic_module
+    scene = slicer.vtkMRMLScene()
+    core = logic.GnerfReconstructionLogicCore(scene)
+    with pytest.raises(GnerfInputProblem, match="select at least one X-ray"):
+        core.start(ReconstructionParameters(method="fdk"))
+    ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "volume")
+    slicer.util.updateVolumeFromArray(ct, np.zeros((4, 8, 8), np.float32))
+    with pytest.raises(GnerfInputProblem, match="one-slice volume"):
+        core.start(ReconstructionParameters(xray_node_ids=(ct.GetID(),), method="fdk"))
+    small = xray_nodes(slicer, scene, np.zeros((1, 8, 8), np.float32), 1.0)
+    large = xray_nodes(slicer, scene, np.zeros((1, 9, 8), np.float32), 1.0)
+    with pytest.raises(GnerfInputProblem, match="same size"):
+        core.start(ReconstructionParameters(xray_node_ids=small + large, method="fdk"))
+    with pytest.raises(GnerfInputProblem, match="source_to_detector_mm"):
+        core.start(replace(ReconstructionParameters(xray_node_ids=small, method="fdk"), custom_geometry=True,
+                           source_to_isocenter_mm=1500.0, source_to_detector_mm=1000.0))  # fmt: skip
+    if (BUNDLE / "configs" / "inference.json").is_file():
+        missing = str(tmp_path / "none.pt")
+        with pytest.raises(GnerfInputProblem, match="checkpoint"):
+            core.start(ReconstructionParameters(xray_node_ids=small, method="generative", checkpoint=missing))
+    with pytest.raises(GnerfInputProblem, match="has no configs/reconstruct.json"):
+        core.start(ReconstructionParameters(xray_node_ids=small, method="fdk", bundle_dir=str(tmp_path)))
+
+
+def test_single_xray_handed_to_the_generative_bundle_reads_back_exactly(
+    slicer_module, nodes_module, logic_module, tiny_drrs, tmp_path
+):
+    from monai_gnerf.io import load_xray
+
+    slicer, nodes_lib, logic = slicer_module, nodes_module, logic_module
+    scene = slicer.vtkMRMLScene()
+    ids = xray_nodes(slicer, scene, tiny_drrs[0][:1], TINY_PIXEL_MM)
+    params = ReconstructionParameters(xray_node_ids=ids, method="generative", view_angles="0")
+    folder = nodes_lib.write_projection_folder(tmp_path / "projections", [scene.GetNodeByID(ids[0])], params)
+    xray = load_xray(logic.xray_file(folder))  # what inference.json --xray reads
+    assert xray.is_line_integral and xray.pixel_spacing_mm == (TINY_PIXEL_MM, TINY_PIXEL_MM)
+    assert xray.source_to_detector_mm == 1500.0 and xray.source_to_isocenter_mm == 1000.0
+    np.testing.assert_allclose(xray.values.numpy(), tiny_drrs[0][0], atol=tiny_drrs[0][0].max() / 65535)
+
+
+def test_parameter_node_round_trip(slicer_module, logic_module):
+    slicer, logic = slicer_module, logic_module
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "GnerfReconstruction")
+    params = ReconstructionParameters(source="ct", ct_node_id="vtkMRMLScalarVolumeNode3", method="naf", budget_s=30.0)
+    logic.GnerfReconstructionLogicCore.write_parameters(node, params)
+    assert logic.GnerfReconstructionLogicCore.read_parameters(node) == params
+
+
+@pytest.mark.skipif(not (BUNDLE / "configs" / "inference.json").is_file(), reason="bundle has no inference.json yet")
+def _quick_inference_bundle(tmp_path: Path) -> Path:
+    """A copy of the bundle whose inference.json fits with a few iterations (seconds, not minutes)."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models"))
+    config_path = bundle / "configs" / "inference.json"
+    config = json.loads(config_path.read_text())
+    config["fit"].update(restarts=1, latent_iterations=3, finetune_iterations=3)
+    config["single_view"].update(volume_size=16)
+    config_path.write_text(json.dumps(config, indent=2))
+    return bundle
+
+
+def test_single_view_generative_through_the_bundle(slicer_module, logic_module, tiny_drrs, tmp_path):
+    checkpoints = sorted((BUNDLE / "models").glob("*.pt"))
+    if not checkpoints:
+        pytest.skip("the bundle ships no model checkpoint")
+    slicer, logic = slicer_module, logic_module
+    scene = slicer.vtkMRMLScene()
+    ids = xray_nodes(slicer, scene, tiny_drrs[0][:1], TINY_PIXEL_MM)
+    params = ReconstructionParameters(
+        xray_node_ids=ids, method="generative", checkpoint=str(checkpoints[0]), keep_temp=True,
+        bundle_dir=str(_quick_inference_bundle(tmp_path)),
+    )  # fmt: skip
+    result = logic.GnerfReconstructionLogicCore(scene).run(params)
+    try:
+        assert_node_matches_nifti(slicer, result.volume_node, result.work_dir / "output" / "volume.nii.gz")
+        assert result.views_node is not None
+        assert slicer.util.arrayFromVolume(result.views_node).shape[0] == 72
+    finally:
+        import shutil
+
+        shutil.rmtree(result.work_dir, ignore_errors=True)

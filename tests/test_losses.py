@@ -1,0 +1,45 @@
+"""Single-view losses: UMedNeRF uncertainty weighting and the VGG feature loss from a local file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.losses import UncertaintyWeightedLoss, VGGFeatureLoss, vgg16_features
+
+
+def test_uncertainty_weighting_favours_the_less_noisy_task():
+    torch.manual_seed(0)
+    x = torch.randn(512, 4)
+    w_true = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    y_clean, y_noisy = x @ w_true + 0.05 * torch.randn(512), x @ w_true + 1.0 * torch.randn(512)
+    weight = torch.zeros(4, requires_grad=True)
+    combine = UncertaintyWeightedLoss(2)
+    optimizer = torch.optim.Adam([weight, *combine.parameters()], lr=0.05)
+    for _ in range(800):
+        optimizer.zero_grad()
+        pred = x @ weight
+        loss = combine([(pred - y_clean).pow(2).mean(), (pred - y_noisy).pow(2).mean()])
+        loss.backward()
+        optimizer.step()
+    w_clean, w_noisy = combine.weights().tolist()
+    assert w_clean > 20 * w_noisy  # at the optimum s_i^2 = L_i: weights ~ 1/(2*0.0025) vs 1/(2*1)
+    assert torch.allclose(weight, w_true, atol=0.05)  # the fit follows the clean task
+
+
+def test_vgg_loss_needs_a_local_weights_file(tmp_path):
+    with pytest.raises(GnerfInputError, match="VGG16 weights file not found"):
+        VGGFeatureLoss(tmp_path / "missing.pth")
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    with pytest.raises(GnerfInputError, match="cannot read VGG16 weights"):
+        VGGFeatureLoss(tmp_path / "bad.pth")
+    features = vgg16_features(5)  # a whole torchvision-style trunk, saved as torchvision names it
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, tmp_path / "vgg16.pth")
+    loss = VGGFeatureLoss(tmp_path / "vgg16.pth", num_blocks=2)
+    assert torch.equal(loss.features[0].weight, features[0].weight)
+    a = torch.rand(2, 32, 32, requires_grad=True)
+    value = loss(a, torch.rand(2, 32, 32))
+    value.backward()
+    assert value > 0 and a.grad.abs().sum() > 0
+    assert loss(a, a).item() == 0.0
