@@ -350,20 +350,19 @@ class ProjectionGeometry(Config):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Ray origins and unit directions in world mm through every pixel centre of views.
 
-        Computed in float64 by :meth:`rays_at`, then cast; each output has shape
-        ``(views, rows, cols, 3)``.
+        Computed view by view in float64 by :meth:`rays_at` (temporaries of one view at a time),
+        then cast; each output has shape ``(views, rows, cols, 3)``.
         """
         views = list(range(self.num_views)) if views is None else list(views)
-        angles = torch.tensor([self.angles_deg[i] for i in views], dtype=torch.float64)
-        tilts = None if self.tilt_deg is None else torch.tensor([self.tilt_deg[i] for i in views], dtype=torch.float64)
         rows, cols = self.pixel_grid(dtype=torch.float64)
-        batch = len(views)
-        origins, directions = self.rays_at(angles, rows.expand(batch, -1), cols.expand(batch, -1), tilts)
-        shape = (batch, *self.detector_shape, 3)
-        return (
-            origins.reshape(shape).to(device=device, dtype=dtype),
-            directions.reshape(shape).to(device=device, dtype=dtype),
-        )
+        origins, directions = [], []
+        for view in views:
+            angle = torch.tensor([self.angles_deg[view]], dtype=torch.float64)
+            tilt = None if self.tilt_deg is None else torch.tensor([self.tilt_deg[view]], dtype=torch.float64)
+            o, d = self.rays_at(angle, rows[None], cols[None], tilt)
+            origins.append(o.view(*self.detector_shape, 3).to(device=device, dtype=dtype))
+            directions.append(d.view(*self.detector_shape, 3).to(device=device, dtype=dtype))
+        return torch.stack(origins), torch.stack(directions)
 
     def projection_matrix(self, view: int) -> torch.Tensor:
         """3x4 matrix ``P`` (float64) with ``(row * w, col * w, w) = P @ (x, y, z, 1)`` for world mm.
