@@ -1,19 +1,35 @@
-"""Single-view reconstruction with a generative prior: fixed vs learned uncertainty weights.
+"""Single-view reconstruction: the generative priors against the trivial and linear baselines, one run.
 
-Trains a prior on the procedural chest population (subjects 0..N-1) for a fixed CPU budget, then
-reconstructs held-out subjects (indices from 10_000, never seen in training) from ONE view (PA,
-view 0) with the MedNeRF fixed loss weights and with UMedNeRF's learned uncertainty weights
-(the paper's Table 3 ablation). Reported: 2D PSNR/SSIM over the 71 unseen views of the 72-view
-orbit (data range: the subject's largest true line integral), 3D PSNR/SSIM of the sampled
-volume (min-max normalized with the truth, data range 1), against the trivial baseline of the
-training population's mean (mean views per angle, mean volume). FID/KID of random prior samples
-against training views use a fixed random CNN extractor (relative figures only: no Inception
-weights on this machine).
+Two priors are trained on the procedural chest population (subjects 0..N-1) for the same CPU
+budget each:
 
-    python benchmarks/single_view.py                 # 20-minute prior, 4 held-out subjects
-    python benchmarks/single_view.py --minutes 2 --held_out 1   # quick look
+* **GRAF MLP prior** (``architecture="graf"``): MedNeRF's adversarial training on DRR patches only;
+* **grid prior** (``architecture="grid"``): the latent decoded to a density grid, adversarial patches
+  plus the per-subject view and 3D terms (the population's volumes are known; say so when quoting).
 
-Prints a table and writes benchmarks/results/single_view.json.
+Held-out subjects (indices from 10_000, never seen in training) are reconstructed from ONE view
+(PA, view 0 of the 72-view MedNeRF orbit) by:
+
+* **copy input**: the input view at every angle, mirrored left-right for the back half (trivial);
+* **population mean**: the mean training views per angle and the mean training volume;
+* **PCA fit**: the training volumes' PCA fitted to the view through the Joseph projector (MAP, its
+  noise variance chosen on validation subjects 20_000.., never the test subjects);
+* **GRAF prior + learned weights**, **grid prior** with UMedNeRF's fixed weights (Table 3:
+  0.6/0.4, 0.5/0.5, 0.4/0.6 for MSE/structural) and with the learned uncertainty weights.
+
+Columns: 2D PSNR/SSIM over the 71 unseen views (data range: the subject's largest true line
+integral), 3D PSNR/SSIM of the volume (64^3 over the 400 mm scene cube, min-max normalized with
+the truth, data range 1), fit seconds. FID/KID of all methods' unseen views against the true
+views use a fixed random CNN (relative figures: no Inception weights on this machine).
+
+The example CT (a real chest the priors never saw) is reconstructed from its PA DRR by the same
+methods (its volume resampled onto the scene cube is the truth) and drawn with the held-out
+subjects in ``benchmarks/results/single_view.png``.
+
+    python benchmarks/single_view.py                                 # 2 x 14-minute priors, 8 subjects
+    python benchmarks/single_view.py --minutes 1 --held_out 1 --subjects 8   # quick look
+
+Prints a table and writes benchmarks/results/single_view.json and single_view.png.
 """
 
 from __future__ import annotations
@@ -22,13 +38,19 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
-from monai_gnerf.data import PhantomPopulation, PhantomViewDataset
-from monai_gnerf.engines import PriorConfig, SingleViewConfig, fit_single_view, train_prior
-from monai_gnerf.geometry import load_geometry
+from monai_gnerf.config import config_to_dict
+from monai_gnerf.data import PhantomPopulation, PhantomViewDataset, example_ct_path
+from monai_gnerf.data.phantoms import grid_affine
+from monai_gnerf.engines import LatentPrior, PriorConfig, SingleViewConfig, fit_single_view, train_prior
+from monai_gnerf.geometry import load_geometry, volume_center_mm
+from monai_gnerf.io import load_ct
 from monai_gnerf.metrics import (
     RandomConvFeatures,
     extract_features,
@@ -38,12 +60,17 @@ from monai_gnerf.metrics import (
     psnr,
     ssim,
 )
-from monai_gnerf.networks import save_generator
+from monai_gnerf.networks import PCAVolumeModel, save_generator
 from monai_gnerf.networks.generator import GeneratorConfig
+from monai_gnerf.physics import hu_to_attenuation
+from monai_gnerf.data.population import VolumeSubject
+from monai_gnerf.render import render_drr, sample_volume_at
 
 RESULTS = Path(__file__).parent / "results"
-HELD_OUT_START = 10_000
+HELD_OUT_START, VALIDATION_START = 10_000, 20_000
 VOLUME_SIZE = 64
+FIXED_WEIGHTS = ((0.6, 0.4), (0.5, 0.5), (0.4, 0.6))
+FIT = SingleViewConfig(restarts=3, latent_iterations=100, finetune_iterations=100)
 
 
 def view_metrics(views: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -61,89 +88,214 @@ def volume_metrics(volume: torch.Tensor, truth: torch.Tensor) -> dict[str, float
     return {"psnr_3d": psnr(estimate, reference, 1.0), "ssim_3d": ssim(estimate, reference, 1.0)}
 
 
-def truth_volume(population: PhantomPopulation, subject: int, extent_mm: float) -> torch.Tensor:
-    spacing = 2.0 * extent_mm / VOLUME_SIZE  # the generator's volume grid (centred, same spacing)
-    return population.subject(subject).voxelize((VOLUME_SIZE,) * 3, (spacing,) * 3).as_tensor()
+def cube_points(extent_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel centres ``(n, n, n, 3)`` of the generator's volume grid and its affine."""
+    affine = grid_affine((VOLUME_SIZE,) * 3, (2.0 * extent_mm / VOLUME_SIZE,) * 3)
+    ijk = torch.stack(torch.meshgrid(*[torch.arange(VOLUME_SIZE, dtype=torch.float64)] * 3, indexing="ij"), -1)
+    return ijk @ affine[:3, :3].T + affine[:3, 3], affine
+
+
+def copy_views(input_view: torch.Tensor, num_views: int) -> torch.Tensor:
+    """The trivial baseline: the input at every angle, mirrored left-right for the back half."""
+    back = [90.0 < 360.0 * v / num_views < 270.0 for v in range(num_views)]
+    return torch.stack([input_view.flip(-1) if is_back else input_view for is_back in back])
+
+
+def train(name: str, dataset, geometry, generator: GeneratorConfig, minutes: float, work: Path, **terms):
+    config = PriorConfig(generator=generator, patch_size=16, batch_size=8, min_scale=0.25, anneal_iterations=2000,
+                         max_iterations=1_000_000, budget_s=60.0 * minutes, checkpoint_every=500, sample_every=500,
+                         **terms)  # fmt: skip
+    prior = train_prior(dataset, geometry, config, work_dir=work / name / "checkpoints")
+    extra = {"iterations": prior.iterations, "seconds": prior.seconds, "config": config_to_dict(config)}
+    if prior.latent_mean is not None:
+        extra.update(latent_mean=prior.latent_mean, latent_covariance=prior.latent_covariance)
+    save_generator(work / name / "generator.pt", prior.generator, prior.geometry, extra)
+    return prior, config
+
+
+def prior_fit(prior, truth_view: torch.Tensor, config: SingleViewConfig, points: torch.Tensor):
+    """Fit, then render the 72 views (line integrals) and sample the volume on the cube grid."""
+    latent = LatentPrior(prior.latent_mean, prior.latent_covariance) if prior.latent_mean is not None else None
+    start = time.perf_counter()
+    fit = fit_single_view(prior.generator, prior.geometry, truth_view, config, progress=False, latent_prior=latent)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        views = fit.generator.render_views(fit.z_shape, fit.z_appearance, prior.geometry)
+        volume = fit.generator.attenuation(points.reshape(1, -1, 3).float(), fit.z_shape, fit.z_appearance)
+    scale = prior.generator.config.value_scale
+    return views * scale, volume.view(points.shape[:3]), seconds, list(fit.task_weights)
+
+
+def choose_noise_variance(pca: PCAVolumeModel, population, geometry, points) -> float:
+    """The PCA fit's noise variance that scores best in 3D on validation subjects (never test subjects)."""
+    candidates = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    scores = dict.fromkeys(candidates, 0.0)
+    for subject in range(VALIDATION_START, VALIDATION_START + 4):
+        data = PhantomViewDataset(population, geometry, [subject])
+        truth = data.subject(0).density(points).float()
+        for noise in candidates:
+            fitted, _ = pca.fit_views(data.geometry, data.views(0)[:1], noise_variance=noise)
+            scores[noise] += volume_metrics(fitted.as_tensor(), truth)["psnr_3d"]
+    return max(scores, key=scores.get)
+
+
+def evaluate_case(case: str, truth_views, truth_volume, methods, rows) -> dict[str, tuple]:
+    """Every method on one case; appends rows and returns the outputs for the figure."""
+    outputs = {}
+    for method, run in methods.items():
+        views, volume, seconds, extra = run(truth_views, truth_volume)
+        outputs[method] = (views, volume)
+        rows.append({"case": case, "method": method, "seconds": seconds, **extra,
+                     "psnr_2d_input_view": psnr(views[0], truth_views[0], float(truth_views.max())),
+                     **view_metrics(views, truth_views), **volume_metrics(volume, truth_volume)})  # fmt: skip
+        print(f"  {case:>10} {method:<34} 2D {rows[-1]['psnr_2d']:6.2f} dB  3D {rows[-1]['psnr_3d']:6.2f} dB"
+              f"  {seconds:5.1f} s", flush=True)  # fmt: skip
+    return outputs
+
+
+def figure(path: Path, cases: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+    """Per case: input | 4 angles fitted over true | 3 central slices fitted over true."""
+    tile, label = 96, 14
+    angles = (0, 18, 36, 54)  # views at 0, 90, 180, 270 degrees
+
+    def gray(image: torch.Tensor, high: float) -> Image.Image:
+        array = np.clip(image.detach().cpu().float().numpy() / max(high, 1e-9), 0.0, 1.0)
+        return Image.fromarray((array * 255).astype(np.uint8)).resize((tile, tile))
+
+    sheet = Image.new("L", (tile * 8, (2 * tile + label) * len(cases)), 0)
+    draw = ImageDraw.Draw(sheet)
+    for r, (name, truth_views, views, truth_volume, volume) in enumerate(cases):
+        y = r * (2 * tile + label)
+        draw.text((2, y + 1), f"{name}: input | views 0/90/180/270 deg (fitted over true) | slices", fill=255)
+        high, vol_high = float(truth_views.max()), float(truth_volume.max())
+        sheet.paste(gray(truth_views[0], high), (0, y + label))
+        for c, v in enumerate(angles):
+            sheet.paste(gray(views[v], high), (tile * (1 + c), y + label))
+            sheet.paste(gray(truth_views[v], high), (tile * (1 + c), y + label + tile))
+        n = VOLUME_SIZE // 2
+        for c, (a, b) in enumerate(((volume[:, :, n].T.flip(0), truth_volume[:, :, n].T.flip(0)),
+                                    (volume[:, n, :].T.flip(0), truth_volume[:, n, :].T.flip(0)),
+                                    (volume[n, :, :].T.flip(0), truth_volume[n, :, :].T.flip(0)))):  # fmt: skip
+            sheet.paste(gray(a, vol_high), (tile * (5 + c), y + label))
+            sheet.paste(gray(b, vol_high), (tile * (5 + c), y + label + tile))
+    sheet.save(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=20.0, help="prior training budget")
-    parser.add_argument("--subjects", type=int, default=32, help="training subjects")
-    parser.add_argument("--held_out", type=int, default=4, help="held-out subjects reconstructed")
+    parser.add_argument("--minutes", type=float, default=14.0, help="training budget of each prior")
+    parser.add_argument("--subjects", type=int, default=64, help="training subjects")
+    parser.add_argument("--held_out", type=int, default=8, help="held-out subjects reconstructed")
     parser.add_argument("--detector", type=int, default=64, help="detector pixels per side")
-    parser.add_argument("--work", default="outputs/bench_single_view", help="checkpoints and generator")
+    parser.add_argument("--work", default="outputs/bench_single_view", help="checkpoints and generators")
     args = parser.parse_args()
+    work = Path(args.work)
 
     geometry = load_geometry("mednerf_chest").with_detector_shape(args.detector, args.detector)
     population = PhantomPopulation("chest", seed=0)
-    train = PhantomViewDataset(population, geometry, range(args.subjects))
-    config = PriorConfig(generator=GeneratorConfig(), patch_size=16, batch_size=8, min_scale=0.25,
-                         anneal_iterations=2000, max_iterations=1_000_000, budget_s=60.0 * args.minutes,
-                         checkpoint_every=500, sample_every=500)  # fmt: skip
-    prior = train_prior(train, geometry, config, work_dir=Path(args.work) / "checkpoints")
-    save_generator(Path(args.work) / "generator.pt", prior.generator, prior.geometry)
-    value_scale = prior.generator.config.value_scale
-    extent = prior.generator.config.extent_mm
-    orbit = prior.geometry
+    train_set = PhantomViewDataset(population, geometry, range(args.subjects))
+    graf, graf_config = train("graf", train_set, geometry, GeneratorConfig(architecture="graf"), args.minutes, work)
+    grid, grid_config = train("grid", train_set, geometry, GeneratorConfig(architecture="grid"), args.minutes, work,
+                              view_weight=1.0, volume_weight=1.0)  # fmt: skip
+    extent = grid.generator.config.extent_mm
+    orbit = grid.geometry
+    points, affine = cube_points(extent)
 
-    # population-mean baseline (training subjects only)
-    train_views = torch.stack([train.views(i) for i in range(args.subjects)])
-    mean_views = train_views.mean(0)
-    mean_volume = torch.stack([truth_volume(population, s, extent) for s in range(args.subjects)]).mean(0)
+    train_views = torch.stack([train_set.views(i) for i in range(args.subjects)])
+    train_volumes = torch.stack([train_set.subject(i).density(points).float() for i in range(args.subjects)])
+    mean_views, mean_volume = train_views.mean(0), train_volumes.mean(0)
+    pca = PCAVolumeModel.from_volumes(train_volumes, affine)
+    noise = choose_noise_variance(pca, population, geometry, points)
+    print(f"PCA: {pca.num_components} components, noise variance {noise:g} (chosen on validation subjects)")
 
-    # generative metrics of random samples vs training views (relative, random-CNN features)
-    extractor = RandomConvFeatures(64)
-    rng = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        samples = torch.cat([prior.generator.render_views(*prior.generator.sample_latents(1, rng), orbit,
-                                          torch.tensor([0.0, 90.0, 180.0, 270.0])) for _ in range(32)])  # fmt: skip
-    real = train_views[:, ::18].reshape(-1, *train_views.shape[-2:]) / value_scale
-    f_real, f_fake = extract_features(real, extractor), extract_features(samples, extractor)
-    f_mean = extract_features(mean_views[::18].repeat(32, 1, 1) / value_scale, extractor)
-    generative = {
-        "fid_random_cnn": frechet_distance(f_real, f_fake),
-        "kid_random_cnn": kernel_inception_distance(f_real, f_fake, num_subsets=50, subset_size=100),
-        "fid_random_cnn_population_mean": frechet_distance(f_real, f_mean),
+    def pca_fit(truth_views, _):
+        start = time.perf_counter()
+        fitted, _ = pca.fit_views(orbit, truth_views[:1], noise_variance=noise)
+        return render_drr(fitted, orbit), fitted.as_tensor(), time.perf_counter() - start, {}
+
+    methods = {
+        "copy input": lambda v, _: (copy_views(v[0], v.shape[0]), mean_volume, 0.0, {}),
+        "population mean": lambda v, _: (mean_views, mean_volume, 0.0, {}),
+        "PCA fit": pca_fit,
     }
+    for name, prior, weightings in (("GRAF prior", graf, [None]), ("grid prior", grid, [*FIXED_WEIGHTS, None])):
+        for weights in weightings:
+            label = f"{name} + {'learned weights' if weights is None else f'fixed {weights[0]}/{weights[1]}'}"
+            fit = FIT if weights is None else replace(FIT, weighting="fixed", mse_weight=weights[0],
+                                                      structural_weight=weights[1])  # fmt: skip
 
-    rows = []
+            def run(truth_views, _, prior=prior, fit=fit):
+                views, volume, seconds, task_weights = prior_fit(prior, truth_views[0], fit, points)
+                return views, volume, seconds, {"task_weights": task_weights}
+
+            methods[label] = run
+
+    rows: list[dict] = []
+    figure_cases = []
+    unseen: dict[str, list[torch.Tensor]] = {method: [] for method in methods}
+    true_unseen = []
     for subject in range(HELD_OUT_START, HELD_OUT_START + args.held_out):
         held = PhantomViewDataset(population, geometry, [subject])
-        truth = held.views(0)
-        volume_truth = truth_volume(population, subject, extent)
-        rows.append({"subject": subject, "method": "population mean", "seconds": 0.0,
-                     **view_metrics(mean_views, truth), **volume_metrics(mean_volume, volume_truth)})  # fmt: skip
-        for weighting in ("fixed", "uncertainty"):
-            start = time.perf_counter()
-            fit_config = SingleViewConfig(weighting=weighting, restarts=2, latent_iterations=60, finetune_iterations=80)
-            fit = fit_single_view(prior.generator, orbit, truth[0], fit_config, progress=False)
-            with torch.no_grad():
-                views = fit.generator.render_views(fit.z_shape, fit.z_appearance, orbit) * value_scale
-                volume, _ = fit.generator.volume(fit.z_shape, fit.z_appearance, (VOLUME_SIZE,) * 3)
-            rows.append({"subject": subject, "method": f"prior + {weighting} weights",
-                         "seconds": time.perf_counter() - start, "task_weights": list(fit.task_weights),
-                         "psnr_2d_seen_view": psnr(views[0], truth[0], float(truth.max())),
-                         **view_metrics(views, truth), **volume_metrics(volume, volume_truth)})  # fmt: skip
+        truth_views, truth_volume = held.views(0), held.subject(0).density(points).float()
+        outputs = evaluate_case(str(subject), truth_views, truth_volume, methods, rows)
+        true_unseen.append(truth_views[1::6])
+        for method, (views, _) in outputs.items():
+            unseen[method].append(views[1::6])
+        if subject < HELD_OUT_START + 2:
+            best = outputs["grid prior + learned weights"]
+            figure_cases.append((f"subject {subject} (grid prior)", truth_views, best[0], truth_volume, best[1]))
 
-    methods = ["population mean", "prior + fixed weights", "prior + uncertainty weights"]
+    # the example CT: real anatomy no prior saw (its isocenter is its volume centre)
+    ct = load_ct(example_ct_path())
+    mu = hu_to_attenuation(ct.as_tensor().float())
+    centre = volume_center_mm(ct.affine, ct.shape)
+    ct_volume = sample_volume_at(mu, ct.affine, points + centre).float()
+    example = VolumeSubject(ct_volume, affine)
+    example_views = example.line_integrals(*orbit.rays(dtype=torch.float64)).float()
+    example_rows: list[dict] = []
+    outputs = evaluate_case("example CT", example_views, ct_volume, methods, example_rows)
+    figure_cases.append(("example CT (grid prior)", example_views, outputs["grid prior + learned weights"][0],
+                         ct_volume, outputs["grid prior + learned weights"][1]))  # fmt: skip
+
     summary = {}
     for method in methods:
         chosen = [r for r in rows if r["method"] == method]
-        summary[method] = {k: sum(r[k] for r in chosen) / len(chosen) for k in ("psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "seconds")}
-    print(f"\nprior: {prior.iterations} iterations in {prior.seconds:.0f} s on {args.subjects} subjects")
-    print("| method | 2D PSNR dB (71 unseen views) | 2D SSIM | 3D PSNR dB | 3D SSIM | fit s |\n|---|---|---|---|---|---|")
+        summary[method] = {k: sum(r[k] for r in chosen) / len(chosen)
+                           for k in ("psnr_2d", "ssim_2d", "psnr_3d", "ssim_3d", "seconds")}  # fmt: skip
+    # distribution metrics of the unseen views (every 6th), all held-out subjects at once
+    extractor = RandomConvFeatures(64)
+    truths = torch.cat(true_unseen)
+    scale = float(truths.max())
+    f_true = extract_features((truths / scale).clamp(0, 1), extractor)
+    generative = {}
+    for method, views in unseen.items():
+        f_method = extract_features((torch.cat(views) / scale).clamp(0, 1), extractor)
+        kid = kernel_inception_distance(f_true, f_method, num_subsets=20, subset_size=min(50, f_true.shape[0]))
+        generative[method] = {"fid_random_cnn": frechet_distance(f_true, f_method), "kid_random_cnn": kid}
+
+    print(f"\npriors: GRAF {graf.iterations} iterations in {graf.seconds:.0f} s, grid {grid.iterations} iterations in "
+          f"{grid.seconds:.0f} s, {args.subjects} training subjects, {args.held_out} held-out, 2 threads")  # fmt: skip
+    print("| method | 2D PSNR dB (71 unseen views) | 2D SSIM | 3D PSNR dB | 3D SSIM | fit s | FID (rand. CNN) | KID |")
+    print("|---|---|---|---|---|---|---|---|")
     for method, m in summary.items():
-        print(f"| {method} | {m['psnr_2d']:.2f} | {m['ssim_2d']:.3f} | {m['psnr_3d']:.2f} | {m['ssim_3d']:.3f} | {m['seconds']:.0f} |")
-    print(f"random-CNN FID samples vs training views: {generative['fid_random_cnn']:.4f} "
-          f"(population mean images: {generative['fid_random_cnn_population_mean']:.4f}); "
-          f"KID {generative['kid_random_cnn'][0]:.5f} +- {generative['kid_random_cnn'][1]:.5f}")  # fmt: skip
+        g = generative[method]
+        print(f"| {method} | {m['psnr_2d']:.2f} | {m['ssim_2d']:.3f} | {m['psnr_3d']:.2f} | {m['ssim_3d']:.3f} | "
+              f"{m['seconds']:.0f} | {g['fid_random_cnn']:.4f} | {g['kid_random_cnn'][0]:.5f} |")  # fmt: skip
+    print("\nexample CT (real anatomy, never seen in training), from its PA DRR:")
+    for r in example_rows:
+        print(f"| {r['method']} | {r['psnr_2d']:.2f} | {r['ssim_2d']:.3f} | {r['psnr_3d']:.2f} | {r['ssim_3d']:.3f} |")
     RESULTS.mkdir(exist_ok=True)
+    figure(RESULTS / "single_view.png", figure_cases)
     out = {"machine": platform.platform(), "threads": torch.get_num_threads(), "args": vars(args),
-           "prior": {"iterations": prior.iterations, "seconds": prior.seconds, "config": config.to_dict()},
-           "summary": summary, "rows": rows, "generative": generative}  # fmt: skip
+           "priors": {"graf": {"iterations": graf.iterations, "seconds": graf.seconds,
+                               "config": config_to_dict(graf_config)},
+                      "grid": {"iterations": grid.iterations, "seconds": grid.seconds,
+                               "config": config_to_dict(grid_config)}},
+           "pca": {"components": pca.num_components, "noise_variance": noise},
+           "fit": config_to_dict(FIT), "summary": summary, "generative": generative, "rows": rows,
+           "example_ct": example_rows}  # fmt: skip
     (RESULTS / "single_view.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'single_view.json'}")
+    print(f"wrote {RESULTS / 'single_view.json'} and {RESULTS / 'single_view.png'}")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,25 @@ from torch.utils.data import Dataset
 
 from monai_gnerf.apps.common import Units, check_device, to_units
 from monai_gnerf.config import Config, config_to_dict
-from monai_gnerf.data import CTViewDataset, MedNeRFFolderDataset, PhantomPopulation, PhantomViewDataset
-from monai_gnerf.engines import PriorConfig, SingleViewConfig, fit_single_view, train_prior
+from monai_gnerf.data import (
+    CTPopulation,
+    CTViewDataset,
+    MedNeRFFolderDataset,
+    PhantomPopulation,
+    PhantomViewDataset,
+    ct_cases,
+)
+from monai_gnerf.engines import LatentPrior, PriorConfig, SingleViewConfig, fit_single_view, train_prior
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
-from monai_gnerf.io import atomic_output_dir, load_xray, save_projections, save_volume, to_model_detector
+from monai_gnerf.io import (
+    atomic_output_dir,
+    load_xray,
+    save_projections,
+    save_volume,
+    silhouette_width_fraction,
+    to_model_detector,
+)
 from monai_gnerf.networks import load_generator, save_generator
 from monai_gnerf.physics import MU_WATER_PER_MM
 
@@ -27,6 +41,7 @@ __all__ = [
     "SingleViewJobConfig",
     "TrainPriorJobConfig",
     "prior_dataset",
+    "model_view_of_xray",
     "single_view_reconstruction",
     "train_prior_workflow",
 ]
@@ -39,7 +54,8 @@ class TrainPriorJobConfig(Config):
     """Options of :func:`train_prior_workflow`.
 
     Args:
-        data: 'phantoms' or 'phantoms:knee' (procedural population, exact DRRs), a MedNeRF-format
+        data: 'phantoms' or 'phantoms:knee' (procedural population, exact DRRs), 'varied:<CTs>'
+            (random variations of CTs; 'varied:example' for the embedded one), a MedNeRF-format
             folder (one sub-folder of PNG views per subject) or a CT file/folder (DRRs on the fly).
         geometry: preset name or geometry JSON file of the training views.
         detector_size: training detector pixels per side (same physical detector).
@@ -59,9 +75,11 @@ def prior_dataset(data: str | Path, geometry: ProjectionGeometry, subjects: int 
 
     Args:
         data: ``"phantoms"`` / ``"phantoms:chest"`` / ``"phantoms:knee"`` (the procedural
-            population), a MedNeRF-format folder (sub-folders of PNG views), or a CT file/folder.
+            population), ``"varied:<CT file or folder>"`` (random elastic, affine and intensity
+            variations of those CTs; ``varied:example`` for the embedded CT), a MedNeRF-format
+            folder (sub-folders of PNG views), or a CT file/folder (its DRRs as they are).
         geometry: acquisition for phantoms and CTs (MedNeRF folders bring their own angles).
-        subjects: number of phantom subjects (indices ``0 .. subjects-1``).
+        subjects: number of subjects drawn from a population (indices ``0 .. subjects-1``).
         seed: population seed.
     """
     text = str(data)
@@ -70,19 +88,32 @@ def prior_dataset(data: str | Path, geometry: ProjectionGeometry, subjects: int 
         if kind not in ("chest", "knee"):
             raise GnerfInputError(f"unknown phantom population {kind!r}; use phantoms:chest or phantoms:knee.")
         return PhantomViewDataset(PhantomPopulation(kind, seed), geometry, range(subjects))  # type: ignore[arg-type]
+    if text.startswith("varied:"):
+        cts = tuple(str(path) for _, path in ct_cases(text.split(":", 1)[1]))
+        return PhantomViewDataset(CTPopulation(cts, seed), geometry, range(subjects))
     path = Path(text)
     if not path.exists():
-        raise GnerfInputError(f"training data not found: {path} (use 'phantoms', a MedNeRF folder or CTs).")
+        raise GnerfInputError(f"training data not found: {path} (use 'phantoms', 'varied:<CTs>', a MedNeRF folder or CTs).")
     if path.is_dir() and any(d.is_dir() and any(d.glob("*.png")) for d in path.iterdir()):
         return MedNeRFFolderDataset(path)
     return CTViewDataset(path, geometry)
 
 
-def _reference_max(dataset: Dataset, samples: int = 16) -> float:
-    """Typical bright line integral of the training views (99.5th percentile over a sample)."""
+def _view_statistics(dataset: Dataset, samples: int = 16) -> dict[str, float]:
+    """What single-view intake needs to know of the training views, over a sample of them.
+
+    ``reference_max``: the typical bright line integral (99.5th percentile over all angles);
+    ``silhouette_width_fraction``: the body's width in the first-angle (PA) views as a fraction of
+    the detector, which sets the scale of radiographs that carry no pixel spacing.
+    """
     step = max(1, len(dataset) // samples)
     values = torch.cat([dataset[i]["image"].flatten() for i in range(0, len(dataset), step)])
-    return float(torch.quantile(values[:: max(1, values.numel() // 200_000)], 0.995))
+    num_views = len(dataset.angles_deg)
+    first_views = torch.stack([dataset[i]["image"] for i in range(0, len(dataset), num_views)][:samples])
+    return {
+        "reference_max": float(torch.quantile(values[:: max(1, values.numel() // 200_000)], 0.995)),
+        "silhouette_width_fraction": silhouette_width_fraction(first_views),
+    }
 
 
 def train_prior_workflow(
@@ -115,8 +146,10 @@ def train_prior_workflow(
     result = train_prior(dataset, geo, config.prior, out / "checkpoints", tensorboard_dir, device)
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return out / "generator.pt"
-    extra = {"data": str(config.data), "subjects": config.subjects, "reference_max": _reference_max(dataset),
+    extra = {"data": str(config.data), "subjects": config.subjects, **_view_statistics(dataset),
              "iterations": result.iterations, "seconds": result.seconds, "config": config_to_dict(config)}  # fmt: skip
+    if result.latent_mean is not None:
+        extra.update(latent_mean=result.latent_mean.cpu(), latent_covariance=result.latent_covariance.cpu())
     return save_generator(out / "generator.pt", result.generator, result.geometry, extra)
 
 
@@ -128,12 +161,17 @@ class SingleViewJobConfig(Config):
         views: number of output views over 360 degrees.
         volume_size: output volume voxels per side.
         units: 'hu' or 'mu' (1/mm).
+        pixel_spacing_mm: the X-ray's detector pixel size, mm, when its file has none (or a
+            wrong one); unset: the file's, else estimated from the body silhouette (a warning).
+        centre_silhouette: centre the body silhouette on the model's detector.
         fit: the inversion and fine-tuning options.
     """
 
     views: int = 72
     volume_size: int = 64
     units: Units = "hu"
+    pixel_spacing_mm: float | None = None
+    centre_silhouette: bool = True
     fit: SingleViewConfig = field(default_factory=SingleViewConfig)
 
 
@@ -141,6 +179,28 @@ def _write_gif(path: Path, views_display: torch.Tensor, duration_ms: int = 80) -
     frames = (views_display.clamp(0.0, 1.0) * 255).round().to(torch.uint8).cpu().numpy()
     images = [Image.fromarray(frame) for frame in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+
+
+def model_view_of_xray(
+    xray: str | Path, geometry: ProjectionGeometry, extra: dict[str, Any], config: SingleViewJobConfig,
+    default_max: float,
+) -> torch.Tensor:
+    """The X-ray intake shared by the CLI, the bundle and Slicer: file -> line integrals on the model detector.
+
+    Args:
+        xray: the radiograph file (DICOM, NRRD/NIfTI/MHA, PNG).
+        geometry: the model's acquisition.
+        extra: the generator file's metadata (``reference_max``, ``silhouette_width_fraction``).
+        config: the job's options (``pixel_spacing_mm``, ``centre_silhouette``).
+        default_max: line integral of the brightest pixel when the model file records none.
+    """
+    image = load_xray(xray)
+    if config.pixel_spacing_mm is not None:
+        image = image.with_pixel_spacing(config.pixel_spacing_mm)
+    return to_model_detector(
+        image, geometry, float(extra.get("reference_max", default_max)),
+        extra.get("silhouette_width_fraction"), config.centre_silhouette,
+    )  # fmt: skip
 
 
 def single_view_reconstruction(
@@ -158,8 +218,8 @@ def single_view_reconstruction(
     and fit.json.
 
     Args:
-        xray: the radiograph: DICOM DX/CR (pixel spacing, distances, MONOCHROME1, rescale and
-            VOI LUT honoured), a 16-bit PNG, or a 2D/one-slice NIfTI.
+        xray: the radiograph: DICOM DX/CR (pixel spacing, distances, modality, VOI and
+            Presentation LUTs, MONOCHROME1 honoured), NRRD/NIfTI/MHA (2D or one slice) or PNG.
         checkpoint: generator file from `monai-gnerf train-prior` (OUT/generator.pt).
         out: output folder (views/, views.gif, volume.nii.gz, fit.json).
         config: single-view options.
@@ -168,9 +228,9 @@ def single_view_reconstruction(
     config = config or SingleViewJobConfig()
     device = check_device(device)
     generator, geometry, extra = load_generator(checkpoint, device)
-    image = load_xray(xray)
-    target = to_model_detector(image, geometry, float(extra.get("reference_max", generator.config.value_scale)))
-    fit = fit_single_view(generator, geometry, target, config.fit, device)
+    target = model_view_of_xray(xray, geometry, extra, config, generator.config.value_scale)
+    prior = LatentPrior.of_generator(generator, extra)
+    fit = fit_single_view(generator, geometry, target, config.fit, device, latent_prior=prior)
     views_geometry = geometry.with_uniform_angles(config.views, start_deg=fit.angle_deg)
     with torch.no_grad():
         views = fit.generator.render_views(fit.z_shape, fit.z_appearance, views_geometry)

@@ -1,7 +1,9 @@
 """Datasets of X-ray views for training generative priors.
 
-Every dataset yields dictionaries ``{"image": (H, W) line integrals, "angle_deg": (), "subject": ()}``
-(float32 tensors; line integrals are dimensionless ``-ln(I/I0)``), one item per (subject, view):
+Every dataset yields dictionaries ``{"image": (H, W) line integrals, "angle_deg": (), "subject": (),
+"index": ()}`` (float32 tensors; line integrals are dimensionless ``-ln(I/I0)``; ``subject`` names
+the subject, ``index`` is its position ``0 .. num_subjects-1`` in the dataset), one item per
+(subject, view):
 
 * :class:`PhantomViewDataset`: the procedural population, exact closed-form projections.
 * :class:`CTViewDataset`: a list or folder of CTs (HU), DRRs rendered on the fly with the Joseph
@@ -10,7 +12,9 @@ Every dataset yields dictionaries ``{"image": (H, W) line integrals, "angle_deg"
   sorted by name, evenly spaced over 360 degrees: 72 views at 5 degrees).
 
 ``angles_deg`` lists the view angles a dataset draws from, so a generator can sample poses from
-the same distribution.
+the same distribution. Datasets that know their subjects' volumes (phantoms, CTs) also answer
+``attenuation_at(index, points_mm)``: the attenuation (1/mm) at points given relative to the
+isocenter, which a prior's optional 3D term compares with its own field.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import torch
 from torch.utils.data import Dataset
 
 from monai_gnerf.data.examples import resolve_ct_path
-from monai_gnerf.data.population import PhantomPopulation
+from monai_gnerf.data.phantoms import EllipsoidPhantom
+from monai_gnerf.data.population import CTPopulation, PhantomPopulation, VolumeSubject
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry, volume_center_mm
 from monai_gnerf.io import load_ct, read_png16
 from monai_gnerf.physics import MU_WATER_PER_MM, hu_to_attenuation
-from monai_gnerf.render import VolumeProjector
+from monai_gnerf.render import VolumeProjector, sample_volume_at
 
 __all__ = [
     "CT_SUFFIXES",
@@ -43,11 +48,12 @@ CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 """File suffixes read as CT volumes (besides DICOM series folders)."""
 
 
-def _item(image: torch.Tensor, angle_deg: float, subject: int) -> dict[str, Any]:
+def _item(image: torch.Tensor, angle_deg: float, subject: int, index: int) -> dict[str, Any]:
     return {
         "image": image.float(),
         "angle_deg": torch.tensor(angle_deg, dtype=torch.float32),
         "subject": torch.tensor(subject),
+        "index": torch.tensor(index),
     }
 
 
@@ -67,16 +73,20 @@ class _ViewDataset(Dataset):
 
 
 class PhantomViewDataset(_ViewDataset):
-    """Exact projections of the procedural population.
+    """Projections of a population: exact for the procedural phantoms, Joseph DRRs for varied CTs.
 
     Args:
-        population: the phantom population.
+        population: a :class:`~monai_gnerf.data.population.PhantomPopulation` or
+            :class:`~monai_gnerf.data.population.CTPopulation`.
         geometry: acquisition (preset name, file or object); the isocenter is the world origin.
         subjects: subject indices in this split.
     """
 
     def __init__(
-        self, population: PhantomPopulation, geometry: str | ProjectionGeometry, subjects: Sequence[int]
+        self,
+        population: PhantomPopulation | CTPopulation,
+        geometry: str | ProjectionGeometry,
+        subjects: Sequence[int],
     ) -> None:
         self.population = population
         self.geometry = load_geometry(geometry).resolved((0.0, 0.0, 0.0))
@@ -86,18 +96,28 @@ class PhantomViewDataset(_ViewDataset):
         self.angles_deg = self.geometry.angles_deg
         self.num_subjects = len(self.subjects)
         self._views: dict[int, torch.Tensor] = {}
+        self._subjects: dict[int, EllipsoidPhantom | VolumeSubject] = {}
         self._rays = self.geometry.rays(dtype=torch.float64)
+
+    def subject(self, subject_index: int) -> EllipsoidPhantom | VolumeSubject:
+        """The anatomy of one subject of the split (made once)."""
+        if subject_index not in self._subjects:
+            self._subjects[subject_index] = self.population.subject(self.subjects[subject_index])
+        return self._subjects[subject_index]
 
     def views(self, subject_index: int) -> torch.Tensor:
         """All views ``(V, H, W)`` of one subject of the split (computed once, in one batch)."""
         if subject_index not in self._views:
-            phantom = self.population.subject(self.subjects[subject_index])
-            self._views[subject_index] = phantom.line_integrals(*self._rays).float()
+            self._views[subject_index] = self.subject(subject_index).line_integrals(*self._rays).float()
         return self._views[subject_index]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         subject, view = self._split(index)
-        return _item(self.views(subject)[view], self.angles_deg[view], self.subjects[subject])
+        return _item(self.views(subject)[view], self.angles_deg[view], self.subjects[subject], subject)
+
+    def attenuation_at(self, index: int, points_mm: torch.Tensor) -> torch.Tensor:
+        """Attenuation (1/mm) of subject ``index`` of the split at points ``(..., 3)`` (isocenter frame)."""
+        return self.subject(index).density(points_mm.double()).to(points_mm.dtype)
 
 
 def case_name(path: str | Path) -> str:
@@ -184,7 +204,13 @@ class CTViewDataset(_ViewDataset):
         projector, geometry = self._projector(subject)
         with torch.no_grad():
             image = projector.project(geometry, views=[view])[0]
-        return _item(image.cpu(), self.angles_deg[view], subject)
+        return _item(image.cpu(), self.angles_deg[view], subject, subject)
+
+    def attenuation_at(self, index: int, points_mm: torch.Tensor) -> torch.Tensor:
+        """Trilinear attenuation (1/mm) of CT ``index`` at points ``(..., 3)`` relative to its isocenter; 0 outside."""
+        projector, geometry = self._projector(index)
+        world = points_mm + torch.tensor(geometry.isocenter_mm, dtype=points_mm.dtype, device=points_mm.device)
+        return sample_volume_at(projector.volume, projector.affine, world)
 
 
 class MedNeRFFolderDataset(_ViewDataset):
@@ -215,4 +241,4 @@ class MedNeRFFolderDataset(_ViewDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         subject, view = self._split(index)
         image = torch.from_numpy(read_png16(self.subject_files[subject][view], self.full_scale))
-        return _item(image, self.angles_deg[view], subject)
+        return _item(image, self.angles_deg[view], subject, subject)

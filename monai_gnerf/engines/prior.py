@@ -10,6 +10,19 @@ takes one discriminator and one generator step:
 * generator: ``softplus(-D(fake))``; an exponential moving average (EMA) of its weights is kept
   and is what :func:`~monai_gnerf.networks.save_generator` exports.
 
+Optional reconstruction terms (off by default, i.e. MedNeRF's purely adversarial training) give
+every training subject its own learned code (an auto-decoder, as DeepSDF and GLO train), decoded
+by the same generator:
+
+* ``view_weight``: MSE between the subject's real patch and the same rays rendered from its code;
+* ``volume_weight``: the 3D term, where the dataset knows its volumes (``attenuation_at``: phantoms
+  and CTs): MSE of attenuation (in units of water) at random points of the scene cube;
+* ``code_weight``: ``|z|^2 / dim``, keeping subject codes on the scale of the random codes.
+
+The subject codes' mean and covariance are then the *learned latent distribution*
+(:attr:`PriorResult.latent_mean`, :attr:`PriorResult.latent_covariance`) that single-view
+inversion is regularized by.
+
 The loop is an Ignite ``Engine`` with the shared handlers of :mod:`monai_gnerf.engines.handlers`
 (stdout/TensorBoard logging, progress bar, wall-time budget, checkpoints of both networks, both
 optimizers and the EMA, resume, Ctrl-C), plus sample renders written as PNG (and to TensorBoard).
@@ -43,9 +56,10 @@ from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io import atomic_output_file
 from monai_gnerf.networks import GeneratorConfig, PatchDiscriminator, RadianceFieldGenerator
+from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.render import PatchRaySampler, sample_image_patches
 
-__all__ = ["PriorConfig", "PriorResult", "train_prior"]
+__all__ = ["PriorConfig", "PriorResult", "SubjectCodes", "train_prior"]
 
 CHECKPOINT_PREFIX = "prior"
 _LOGGER = "monai_gnerf.engines.prior"
@@ -74,6 +88,11 @@ class PriorConfig(Config):
         log_every: iterations between log lines.
         checkpoint_every: iterations between checkpoints.
         sample_every: iterations between sample renders (PNG in the work folder).
+        view_weight: weight of the per-subject view reconstruction term (0: off).
+        volume_weight: weight of the per-subject 3D attenuation term (0: off; needs a dataset
+            with volumes).
+        code_weight: weight of the subject codes' ``|z|^2 / dim`` penalty.
+        volume_points: random points per subject and step of the 3D term.
         seed: random seed.
     """
 
@@ -93,7 +112,16 @@ class PriorConfig(Config):
     log_every: int = 25
     checkpoint_every: int = 200
     sample_every: int = 200
+    view_weight: float = 0.0
+    volume_weight: float = 0.0
+    code_weight: float = 1e-2
+    volume_points: int = 4096
     seed: int = 0
+
+    @property
+    def learns_subject_codes(self) -> bool:
+        """Whether the reconstruction terms (and so per-subject codes) are on."""
+        return self.view_weight > 0 or self.volume_weight > 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,13 +134,50 @@ class PriorConfig(Config):
 
 @dataclass
 class PriorResult:
-    """A trained prior: the (EMA) generator, its geometry, and the run's statistics."""
+    """A trained prior: the (EMA) generator, its geometry, and the run's statistics.
+
+    Attributes:
+        latent_mean: mean of the learned subject codes ``(shape_dim + appearance_dim,)``, or
+            ``None`` when the run learned none (the prior is then the standard normal).
+        latent_covariance: their covariance, or ``None``.
+    """
 
     generator: RadianceFieldGenerator
     geometry: ProjectionGeometry
     iterations: int
     seconds: float
     losses: dict[str, float]
+    latent_mean: torch.Tensor | None = None
+    latent_covariance: torch.Tensor | None = None
+
+
+class SubjectCodes(nn.Module):
+    """One learned latent code per training subject (auto-decoder), split into shape and appearance.
+
+    Args:
+        num_subjects: subjects of the dataset.
+        shape_dim: shape code size.
+        appearance_dim: appearance code size.
+        seed: seed of the initial codes (small standard-normal draws).
+    """
+
+    def __init__(self, num_subjects: int, shape_dim: int, appearance_dim: int, seed: int = 0) -> None:
+        super().__init__()
+        self.shape_dim = shape_dim
+        start = 0.1 * torch.randn(num_subjects, shape_dim + appearance_dim, generator=torch.Generator().manual_seed(seed))
+        self.codes = nn.Parameter(start)
+
+    def forward(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape and appearance codes of subjects ``index`` ``(B,)``."""
+        z = self.codes[index]
+        return z[:, : self.shape_dim], z[:, self.shape_dim :]
+
+    def distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and covariance (``+1e-4 I``, so it is invertible) of the codes."""
+        z = self.codes.detach().double()
+        centred = z - z.mean(0)
+        covariance = centred.T @ centred / max(1, z.shape[0] - 1) + 1e-4 * torch.eye(z.shape[1], dtype=z.dtype)
+        return z.mean(0).float(), covariance.float()
 
 
 def _world() -> tuple[int, int]:
@@ -181,8 +246,33 @@ class _AdversarialStep:
         self.batches = _batches(dataset, config.batch_size, config.seed, self.rank, self.world_size)
         self.angles = torch.tensor(dataset.angles_deg, dtype=torch.float32)
         self.sampler = PatchRaySampler(geometry, config.patch_size, config.min_scale, 1.0, config.anneal_iterations)
-        self.opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=(0.0, 0.99))
+        self.dataset = dataset
+        g = config.generator
+        self.codes = SubjectCodes(dataset.num_subjects, g.shape_dim, g.appearance_dim, config.seed).to(device)
+        groups = [{"params": list(generator.parameters())}]
+        if config.learns_subject_codes:
+            groups.append({"params": list(self.codes.parameters()), "lr": 10.0 * config.lr_generator})
+        self.opt_g = torch.optim.Adam(groups, lr=config.lr_generator, betas=(0.0, 0.99))
         self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+
+    def _reconstruction_terms(self, batch: dict[str, Any], patches, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-subject terms of the module docstring (empty when they are off)."""
+        c = self.config
+        if not c.learns_subject_codes:
+            return {}
+        index = batch["index"].to(self.device)
+        z_s, z_a = self.codes(index)
+        terms = {"code": (z_s.pow(2).mean() + z_a.pow(2).mean()) / 2.0}
+        if c.view_weight > 0:
+            o, d = self.geometry.rays_at(batch["angle_deg"].to(self.device), patches.rows, patches.cols)
+            terms["view"] = F.mse_loss(self.generator(z_s, z_a, o, d, jitter=self.rng), real.detach().flatten(1))
+        if c.volume_weight > 0:
+            extent = c.generator.extent_mm
+            points = (torch.rand(index.shape[0], c.volume_points, 3, generator=self.rng) * 2.0 - 1.0) * extent
+            points = points.to(self.device)
+            truth = torch.stack([self.dataset.attenuation_at(int(i), p) for i, p in zip(index, points)])
+            terms["volume"] = F.mse_loss(self.generator.attenuation(points, z_s, z_a), truth) / MU_WATER_PER_MM**2
+        return terms
 
     def _fake_patches(self, patches, batch: int) -> torch.Tensor:
         angles = self.angles[torch.randint(len(self.angles), (batch,), generator=self.rng)].to(self.device)
@@ -192,7 +282,8 @@ class _AdversarialStep:
 
     def __call__(self, engine: Engine, _: Any) -> dict[str, float]:
         c, p = self.config, self.config.patch_size
-        real_views = next(self.batches)["image"].to(self.device) / c.generator.value_scale
+        batch = next(self.batches)
+        real_views = batch["image"].to(self.device) / c.generator.value_scale
         b = real_views.shape[0]
         patches = self.sampler.sample(b, engine.state.iteration, self.rng, self.device)
         real = sample_image_patches(real_views, patches).view(b, 1, p, p).requires_grad_(True)
@@ -212,12 +303,17 @@ class _AdversarialStep:
         self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g = F.softplus(-self.discriminator(fake, patches.scale)).mean()
-        loss_g.backward()
+        terms = self._reconstruction_terms(batch, patches, real)
+        weights = {"code": c.code_weight, "view": c.view_weight, "volume": c.volume_weight}
+        total_g = loss_g + sum(weights[name] * value for name, value in terms.items())
+        total_g.backward()
         _average_gradients(self.generator, self.world_size)
+        _average_gradients(self.codes, self.world_size)
         self.opt_g.step()
         self._update_ema()
-        return {"loss": loss_d.item() + loss_g.item(), "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                "r1": r1.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}  # fmt: skip
+        return {"loss": loss_d.item() + total_g.item(), "loss_d": loss_d.item(), "loss_g": loss_g.item(),
+                "r1": r1.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
+                **{f"loss_{name}": value.item() for name, value in terms.items()}}  # fmt: skip
 
     def _update_ema(self) -> None:
         if self.config.ema_decay is None:
@@ -276,6 +372,8 @@ def train_prior(
         raise GnerfInputError(
             f"the dataset has {len(dataset)} views, fewer than one batch ({config.batch_size}) per rank."
         )
+    if config.volume_weight > 0 and not hasattr(dataset, "attenuation_at"):
+        raise GnerfInputError("volume_weight needs training data with volumes (phantoms or CTs), not views alone.")
     torch.manual_seed(config.seed)
     generator = RadianceFieldGenerator(config.generator).to(device)
     discriminator = PatchDiscriminator(1, config.discriminator_channels, config.discriminator_scales).to(device)
@@ -287,7 +385,7 @@ def train_prior(
     run = RunState({"kind": "generative prior", "generator": config_to_dict(config.generator),
                     "detector_shape": list(geo.detector_shape), "patch_size": config.patch_size})  # fmt: skip
     to_save = {"generator": generator, "discriminator": discriminator, "ema": ema, "optimizer_g": step.opt_g,
-               "optimizer_d": step.opt_d, "trainer": engine, "run": run}  # fmt: skip
+               "optimizer_d": step.opt_d, "subject_codes": step.codes, "trainer": engine, "run": run}  # fmt: skip
     main = rank == 0
     if world_size > 1:
         idist.sync()  # Ignite's Checkpoint (rank 0 only) would otherwise start a collective alone and hang
@@ -302,4 +400,5 @@ def train_prior(
     final = ema if config.ema_decay is not None else generator
     losses = dict(engine.state.output) if isinstance(engine.state.output, dict) else {}
     logging.getLogger(_LOGGER).info(f"prior: {engine.state.iteration} iterations in {run.elapsed_s:.0f} s")
-    return PriorResult(final, geo, engine.state.iteration, run.elapsed_s, losses)
+    mean, covariance = step.codes.distribution() if config.learns_subject_codes else (None, None)
+    return PriorResult(final, geo, engine.state.iteration, run.elapsed_s, losses, mean, covariance)

@@ -3,11 +3,18 @@
 Given one radiograph on the model's detector (line integrals) and a trained
 :class:`~monai_gnerf.networks.generator.RadianceFieldGenerator`:
 
-1. **GAN inversion**: from several starts (the mean code, then random draws), optimize the shape
-   and appearance codes (and, with ``optimize_pose``, the view angle) so the rendered view
-   matches the X-ray; keep the best;
+1. **GAN inversion**: from several starts (the prior's mean code, then draws from the prior),
+   optimize the shape and appearance codes (and, with ``optimize_pose``, the view angle) so the
+   rendered view matches the X-ray, coarse to fine (the first ``coarse_fraction`` of the steps on
+   a detector ``coarse_factor`` times smaller); keep the best. The codes are held near the prior
+   by ``latent_prior_weight`` times their squared Mahalanobis distance per dimension under the
+   :class:`LatentPrior` (the learned distribution of the training subjects' codes when the
+   generator file has one, else the standard normal the GAN samples from);
 2. **generator fine-tuning**: optimize the generator's weights and the codes together, with a
    small learning rate, against the same view.
+
+``budget_s`` bounds the wall time of the whole fit; the phases share it in proportion to their
+step counts.
 
 The loss has two terms, pixel MSE and a structural term (``1 - SSIM``, or VGG16 features from a
 local weights file), combined either with fixed weights (MedNeRF) or with UMedNeRF's learned
@@ -21,6 +28,8 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,7 +44,7 @@ from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.losses import StructuralLoss, UncertaintyWeightedLoss, VGGFeatureLoss
 from monai_gnerf.networks import RadianceFieldGenerator
 
-__all__ = ["SingleViewConfig", "SingleViewFit", "fit_single_view"]
+__all__ = ["LatentPrior", "SingleViewConfig", "SingleViewFit", "fit_single_view"]
 
 _LOGGER = logging.getLogger(__name__)
 Weighting = Literal["fixed", "uncertainty"]
@@ -60,7 +69,11 @@ class SingleViewConfig(Config):
         structural_weight: fixed weight of the structural term.
         structural_loss: ``"ssim"`` (no weights needed) or ``"vgg"`` (needs ``vgg_weights``).
         vgg_weights: local torchvision ``vgg16`` state-dict file for ``"vgg"``.
-        latent_prior_weight: weight of ``|z|^2 / dim`` keeping codes near the prior.
+        latent_prior_weight: weight of the squared Mahalanobis distance per dimension of the
+            codes under the latent prior.
+        coarse_factor: detector downsampling of the coarse inversion steps (1: no coarse steps).
+        coarse_fraction: fraction of each inversion's steps done coarse.
+        budget_s: wall-time budget of the whole fit, seconds, or ``None`` (step counts only).
         seed: random seed of the latent starts.
     """
 
@@ -78,6 +91,9 @@ class SingleViewConfig(Config):
     structural_loss: Literal["ssim", "vgg"] = "ssim"
     vgg_weights: str | None = None
     latent_prior_weight: float = 1e-3
+    coarse_factor: int = 2
+    coarse_fraction: float = 0.5
+    budget_s: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,6 +104,48 @@ class SingleViewConfig(Config):
             raise GnerfInputError(f"structural_loss must be 'ssim' or 'vgg', got {self.structural_loss!r}.")
         if self.restarts < 1 or self.latent_iterations < 0 or self.finetune_iterations < 0:
             raise GnerfInputError("restarts must be >= 1 and iteration counts >= 0.")
+        if self.coarse_factor < 1 or not 0.0 <= self.coarse_fraction <= 1.0:
+            raise GnerfInputError("coarse_factor must be >= 1 and coarse_fraction in [0, 1].")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise GnerfInputError(f"budget_s must be positive seconds, got {self.budget_s}.")
+
+
+class LatentPrior:
+    """A Gaussian over the concatenated (shape, appearance) codes: starts and the inversion penalty.
+
+    Args:
+        mean: ``(D,)`` mean code.
+        covariance: ``(D, D)`` covariance (symmetric positive definite).
+    """
+
+    def __init__(self, mean: torch.Tensor, covariance: torch.Tensor) -> None:
+        if mean.ndim != 1 or tuple(covariance.shape) != (mean.shape[0],) * 2:
+            raise GnerfInputError(f"latent prior: mean {tuple(mean.shape)} and covariance {tuple(covariance.shape)}.")
+        self.mean = mean.float()
+        self.cholesky = torch.linalg.cholesky(covariance.double()).float()
+
+    @classmethod
+    def standard_normal(cls, dim: int) -> LatentPrior:
+        """The GAN's sampling distribution ``N(0, I)``."""
+        return cls(torch.zeros(dim), torch.eye(dim))
+
+    @classmethod
+    def of_generator(cls, generator: RadianceFieldGenerator, extra: dict[str, Any] | None = None) -> LatentPrior:
+        """The learned distribution stored in a generator file's ``extra``, else the standard normal."""
+        extra = extra or {}
+        if "latent_mean" in extra and "latent_covariance" in extra:
+            return cls(torch.as_tensor(extra["latent_mean"]), torch.as_tensor(extra["latent_covariance"]))
+        return cls.standard_normal(generator.config.shape_dim + generator.config.appearance_dim)
+
+    def sample(self, rng: torch.Generator) -> torch.Tensor:
+        """One draw ``(D,)``."""
+        return self.mean + self.cholesky @ torch.randn(self.mean.shape[0], generator=rng)
+
+    def penalty(self, z: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance of ``z`` ``(D,)`` per dimension."""
+        chol = self.cholesky.to(z.device)
+        white = torch.linalg.solve_triangular(chol, (z - self.mean.to(z.device))[:, None], upper=False)
+        return white.pow(2).mean()
 
 
 @dataclass
@@ -134,15 +192,20 @@ class _Objective(nn.Module):
 
 
 class _Renderer:
-    """Renders the whole view of the X-ray for given codes and angle."""
+    """Renders the whole view of the X-ray (or its coarse version) for a code and an angle."""
 
-    def __init__(self, geometry: ProjectionGeometry, device: torch.device) -> None:
-        self.geometry = geometry
+    def __init__(self, geometry: ProjectionGeometry, target: torch.Tensor, factor: int, device: torch.device) -> None:
+        if factor > 1:
+            rows, cols = (max(1, n // factor) for n in geometry.detector_shape)
+            geometry = geometry.with_detector_shape(rows, cols)
+            target = F.adaptive_avg_pool2d(target[None, None], (rows, cols))[0, 0]
+        self.geometry, self.target = geometry, target
         rows, cols = geometry.pixel_grid(device)
         self.rows, self.cols = rows[None], cols[None]
 
-    def __call__(self, generator: RadianceFieldGenerator, z_s, z_a, angle_deg: torch.Tensor) -> torch.Tensor:
+    def __call__(self, generator: RadianceFieldGenerator, z: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
         o, d = self.geometry.rays_at(angle_deg.view(1), self.rows, self.cols)
+        z_s, z_a = z[None, : generator.config.shape_dim], z[None, generator.config.shape_dim :]
         return generator(z_s, z_a, o, d)[0].view(*self.geometry.detector_shape)
 
 
@@ -150,20 +213,27 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def _start_latents(model: RadianceFieldGenerator, restart: int, rng: torch.Generator, device: torch.device):
-    """The first start is the prior's mean code (zeros), later starts are random draws."""
-    z_s, z_a = model.sample_latents(1, rng, device)
-    return (torch.zeros_like(z_s), torch.zeros_like(z_a)) if restart == 0 else (z_s, z_a)
+class _Clock:
+    """Deadlines of the fit's phases: each gets the budget's share of its steps."""
 
+    def __init__(self, budget_s: float | None, total_steps: int) -> None:
+        self.budget_s, self.total_steps = budget_s, max(1, total_steps)
+        self.start = time.monotonic()
+        self.granted_s = 0.0
 
-def _latent_penalty(z_s: torch.Tensor, z_a: torch.Tensor) -> torch.Tensor:
-    return (z_s.pow(2).mean() + z_a.pow(2).mean()) / 2.0
+    def grant(self, steps: int) -> float:
+        """The deadline (monotonic seconds) of a phase of ``steps`` steps; ``inf`` without a budget."""
+        if self.budget_s is None:
+            return math.inf
+        self.granted_s += self.budget_s * steps / self.total_steps
+        return self.start + self.granted_s
 
 
 def _optimize(
-    params: list[dict[str, Any]], steps: int, loss_fn, history: list[float], label: str, progress: bool
+    params: list[dict[str, Any]], steps: int, loss_fn, history: list[float], label: str, progress: bool,
+    deadline: float = math.inf,
 ) -> float:
-    """Adam over parameter groups for ``steps`` steps; returns the last loss."""
+    """Adam over parameter groups for ``steps`` steps or until ``deadline``; returns the last loss."""
     if steps == 0:
         return float("nan")
     optimizer = torch.optim.Adam([group for group in params if group["params"]])
@@ -174,6 +244,8 @@ def _optimize(
         loss.backward()
         optimizer.step()
         history.append(loss.item())
+        if time.monotonic() > deadline:
+            break
     return loss.item()
 
 
@@ -184,8 +256,9 @@ def fit_single_view(
     config: SingleViewConfig | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    latent_prior: LatentPrior | None = None,
 ) -> SingleViewFit:
-    """Fit the prior to one X-ray: latent inversion (from several starts), then fine-tuning.
+    """Fit the prior to one X-ray: latent inversion (from several starts, coarse to fine), then fine-tuning.
 
     Args:
         generator: trained generator (left unchanged; a copy is fine-tuned).
@@ -195,6 +268,7 @@ def fit_single_view(
         config: options (default :class:`SingleViewConfig`).
         device: ``cpu`` or ``cuda``.
         progress: show progress bars.
+        latent_prior: the codes' prior (default: the standard normal).
     """
     config = config or SingleViewConfig()
     device = torch.device(device)
@@ -202,50 +276,63 @@ def fit_single_view(
         raise GnerfInputError(
             f"the X-ray {tuple(xray.shape)} does not match the model detector {geometry.detector_shape}."
         )
+    prior = latent_prior or LatentPrior.standard_normal(generator.config.shape_dim + generator.config.appearance_dim)
     target = (xray.to(device).float() / generator.config.value_scale).detach()
     model = copy.deepcopy(generator).to(device).train()
     model.requires_grad_(False)
-    render = _Renderer(geometry, device)
+    fine = _Renderer(geometry, target, 1, device)
+    coarse = _Renderer(geometry, target, config.coarse_factor, device) if config.coarse_factor > 1 else fine
     objective = _Objective(config).to(device)
     history: list[float] = []
     rng = torch.Generator().manual_seed(config.seed)
+    clock = _Clock(config.budget_s, config.restarts * config.latent_iterations + config.finetune_iterations)
 
-    def loss_of(z_s: torch.Tensor, z_a: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-        rendered = render(model, z_s, z_a, angle)
-        return objective(rendered, target) + config.latent_prior_weight * _latent_penalty(z_s, z_a)
+    def loss_of(render: _Renderer, z: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+        return objective(render(model, z, angle), render.target) + config.latent_prior_weight * prior.penalty(z)
+
+    def invert(z: torch.Tensor, angle: torch.Tensor, label: str) -> None:
+        coarse_steps = round(config.latent_iterations * config.coarse_fraction) if coarse is not fine else 0
+        groups = [{"params": [z], "lr": config.latent_lr}, {"params": _trainable(objective), "lr": 0.01}]
+        if config.optimize_pose:
+            groups.append({"params": [angle], "lr": config.pose_lr_deg})
+        for render, steps in ((coarse, coarse_steps), (fine, config.latent_iterations - coarse_steps)):
+            step_loss = functools.partial(loss_of, render, z, angle)
+            _optimize(groups, steps, step_loss, history, label, progress, clock.grant(steps))
 
     best: tuple[Any, ...] | None = None
     for restart in range(config.restarts):
-        z_s, z_a = (z.clone().requires_grad_(True) for z in _start_latents(model, restart, rng, device))
+        start = prior.mean.clone() if restart == 0 else prior.sample(rng)
+        z = start.to(device).requires_grad_(True)
         angle = torch.tensor(float(config.angle_deg), device=device, requires_grad=config.optimize_pose)
         objective_start = copy.deepcopy(objective.state_dict())
-        groups = [{"params": [z_s, z_a], "lr": config.latent_lr}, {"params": _trainable(objective), "lr": 0.01}]
-        if config.optimize_pose:
-            groups.append({"params": [angle], "lr": config.pose_lr_deg})
-        step_loss = functools.partial(loss_of, z_s, z_a, angle)
-        _optimize(groups, config.latent_iterations, step_loss, history, f"inversion {restart + 1}", progress)
+        invert(z, angle, f"inversion {restart + 1}/{config.restarts}")
         with torch.no_grad():
-            mse = F.mse_loss(render(model, z_s, z_a, angle), target).item()
+            mse = F.mse_loss(fine(model, z, angle), target).item()
         if best is None or mse < best[0]:
-            best = (mse, z_s.detach(), z_a.detach(), angle.detach(), copy.deepcopy(objective.state_dict()))
+            best = (mse, z.detach(), angle.detach(), copy.deepcopy(objective.state_dict()))
         objective.load_state_dict(objective_start)
-    _, z_s0, z_a0, angle0, objective_state = best  # type: ignore[misc]
+    _, z0, angle0, objective_state = best  # type: ignore[misc]
     objective.load_state_dict(objective_state)
-    z_s, z_a = z_s0.clone().requires_grad_(True), z_a0.clone().requires_grad_(True)
+    z = z0.clone().requires_grad_(True)
     angle = angle0.clone().requires_grad_(config.optimize_pose)
     model.requires_grad_(True)
 
     groups = [
         {"params": list(model.parameters()), "lr": config.finetune_lr},
-        {"params": [z_s, z_a], "lr": config.latent_lr * 0.1},
+        {"params": [z], "lr": config.latent_lr * 0.1},
         {"params": _trainable(objective), "lr": 0.01},
     ]
     if config.optimize_pose:
         groups.append({"params": [angle], "lr": config.pose_lr_deg * 0.1})
-    step_loss = functools.partial(loss_of, z_s, z_a, angle)
-    _optimize(groups, config.finetune_iterations, step_loss, history, "fine-tuning", progress)
+    step_loss = functools.partial(loss_of, fine, z, angle)
+    deadline = clock.grant(config.finetune_iterations)
+    _optimize(groups, config.finetune_iterations, step_loss, history, "fine-tuning", progress, deadline)
     model.eval().requires_grad_(False)
     _LOGGER.info(
         f"single-view fit: angle {float(angle.detach()):.1f} deg, final loss {history[-1] if history else float('nan'):.4g}"
     )
-    return SingleViewFit(model, z_s.detach(), z_a.detach(), float(angle.detach()), history, objective.weights())
+    z = z.detach()[None]
+    shape_dim = generator.config.shape_dim
+    return SingleViewFit(
+        model, z[:, :shape_dim], z[:, shape_dim:], float(angle.detach()), history, objective.weights()
+    )

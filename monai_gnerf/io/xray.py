@@ -1,42 +1,59 @@
-"""Real X-ray input: read radiographs and bring them to a model's detector in the line-integral domain.
+"""Real X-ray input: one intake for every front door, from a file to the model's detector.
 
 Radiographs are not DRRs. :func:`load_xray` reads
 
-* DICOM DX/CR/RF/XA: the modality LUT (RescaleSlope/Intercept) and the VOI LUT (window or LUT
-  sequence) are applied, MONOCHROME1 is inverted so attenuation is bright, and ImagerPixelSpacing
-  (detector plane; PixelSpacing as a fallback), DistanceSourceToDetector and
-  DistanceSourceToPatient are kept;
-* 8/16-bit PNG: display values; a PNG inside a monai-gnerf projection folder
-  (``<folder>/png/view_NNN.png`` with ``<folder>/projections.json``) is read back as exact line
-  integrals with the folder's geometry;
-* a 2D or one-slice NIfTI/NRRD image (e.g. exported from 3D Slicer), with its pixel spacing.
+* DICOM DX/CR/RF/XA with pydicom: the modality LUT (RescaleSlope/Intercept), the VOI LUT
+  (window or LUT sequence) and the Presentation LUT (shape or sequence) are applied in that
+  order; MONOCHROME1 is inverted only when no Presentation LUT already inverted it, so
+  attenuation is bright exactly once. Spacing: ImagerPixelSpacing (detector plane), else
+  PixelSpacing (detector plane unless PixelSpacingCalibrationType says it was calibrated to the
+  patient, then at the isocenter); DistanceSourceToDetector and DistanceSourceToPatient give the
+  magnification. A zero, negative or non-finite spacing counts as missing (a warning, no error).
+* NRRD, NIfTI, MHA/MHD and plain PNG with MONAI's ``LoadImage`` (a 2D or one-slice image, e.g.
+  what 3D Slicer exports), with the file's pixel spacing (none for PNG, whose files carry none);
+* a PNG inside a monai-gnerf projection folder (``<folder>/png/view_NNN.png`` beside
+  ``<folder>/projections.json``), read back as exact line integrals with the folder's geometry.
 
 :func:`to_model_detector` then resamples the image so one pixel covers the model's pixel size
-*at the isocenter* (magnifications differ between systems), centre-crops or pads it to the
-model's detector, and maps display values to line integrals (bright = attenuating).
+*at the isocenter*, centres the body silhouette where the prior expects anatomy, crops or pads to
+the model's detector and maps display values to line integrals (bright = attenuating). Without a
+pixel spacing, the scale is estimated by fitting the body silhouette's width to the width the
+prior's training views have (``silhouette_width_fraction``), with a one-line warning.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from monai.transforms import LoadImage
+from pydicom.pixels import apply_modality_lut, apply_presentation_lut, apply_voi_lut
+from scipy import ndimage
 
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io.projections import read_png16
 
-__all__ = ["XRayImage", "load_xray", "to_model_detector"]
+__all__ = [
+    "XRAY_IMAGE_SUFFIXES",
+    "XRayImage",
+    "body_silhouette",
+    "load_xray",
+    "silhouette_width_fraction",
+    "to_model_detector",
+]
 
 _LOGGER = logging.getLogger(__name__)
+
+XRAY_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".png")
+"""File suffixes read with MONAI's ``LoadImage``; anything else is tried as DICOM."""
 
 
 @dataclass
@@ -47,10 +64,12 @@ class XRayImage:
         values: ``(rows, cols)`` float32; bright = attenuating.
         is_line_integral: ``True`` when ``values`` are exact line integrals (our own DRRs);
             ``False`` for display values with an unknown scale.
-        pixel_spacing_mm: ``(row, col)`` pixel pitch at the detector, or ``None`` if unknown.
+        pixel_spacing_mm: ``(row, col)`` pixel pitch, mm, or ``None`` if unknown.
         source_to_detector_mm: SDD, mm, or ``None``.
         source_to_isocenter_mm: SAD (DICOM DistanceSourceToPatient), mm, or ``None``.
         source: file the image came from.
+        spacing_at_isocenter: ``pixel_spacing_mm`` is already at the isocenter (calibrated to the
+            patient) rather than at the detector.
     """
 
     values: torch.Tensor
@@ -59,6 +78,45 @@ class XRayImage:
     source_to_detector_mm: float | None
     source_to_isocenter_mm: float | None
     source: str
+    spacing_at_isocenter: bool = False
+
+    def with_pixel_spacing(self, pixel_spacing_mm: float) -> XRayImage:
+        """The same image with a given square detector-plane pixel spacing, mm (a user's override)."""
+        if not (math.isfinite(pixel_spacing_mm) and pixel_spacing_mm > 0):
+            raise GnerfInputError(f"pixel_spacing_mm must be a positive number of mm, got {pixel_spacing_mm}.")
+        return replace(self, pixel_spacing_mm=(float(pixel_spacing_mm),) * 2, spacing_at_isocenter=False)
+
+
+def _valid_spacing(spacing, source: str, tag: str) -> tuple[float, float] | None:
+    """A usable ``(row, col)`` spacing, or ``None`` (with a warning) for zero/negative/non-finite values."""
+    if spacing is None:
+        return None
+    values = tuple(float(s) for s in spacing)[:2]
+    if len(values) == 2 and all(math.isfinite(s) and s > 0 for s in values):
+        return values  # type: ignore[return-value]
+    _LOGGER.warning(f"{source}: {tag} {list(values)} is not a pixel spacing; treating the spacing as unknown.")
+    return None
+
+
+def _presentation_inverts(ds: pydicom.Dataset) -> bool:
+    """Whether the dataset's Presentation LUT (shape or sequence) maps high values to dark."""
+    if "PresentationLUTSequence" in ds:
+        lut = np.asarray(ds.PresentationLUTSequence[0].LUTData, dtype=np.float64).ravel()
+        return lut.size > 1 and lut[-1] < lut[0]
+    return str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
+
+
+def _display_values(pixels: np.ndarray, ds: pydicom.Dataset, apply_voi: bool) -> np.ndarray:
+    """Modality LUT, VOI LUT, Presentation LUT; MONOCHROME1 inverted unless the Presentation LUT did."""
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if apply_voi and ("WindowCenter" in ds or "VOILUTSequence" in ds):
+        values = apply_voi_lut(values, ds).astype(np.float64)
+    inverted = _presentation_inverts(ds)
+    if "PresentationLUTSequence" in ds or "PresentationLUTShape" in ds:
+        values = apply_presentation_lut(values, ds).astype(np.float64)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1" and not inverted:
+        values = values.max() - values  # MONOCHROME1 shows attenuation dark: invert
+    return values
 
 
 def _dicom_xray(path: Path, apply_voi: bool) -> XRayImage:
@@ -71,58 +129,59 @@ def _dicom_xray(path: Path, apply_voi: bool) -> XRayImage:
         ) from None
     if pixels.ndim != 2:
         raise GnerfInputError(f"{path} holds a {pixels.ndim}D image; a radiograph must be one 2D frame.")
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    if apply_voi and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        values = apply_voi_lut(values, ds).astype(np.float64)
-    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        values = values.max() - values  # MONOCHROME1 shows attenuation dark: invert
-    spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing")
+    imager = _valid_spacing(ds.get("ImagerPixelSpacing"), str(path), "ImagerPixelSpacing")
+    patient = None if imager else _valid_spacing(ds.get("PixelSpacing"), str(path), "PixelSpacing")
     return XRayImage(
-        values=torch.from_numpy(values.astype(np.float32)),
+        values=torch.from_numpy(_display_values(pixels, ds, apply_voi).astype(np.float32)),
         is_line_integral=False,
-        pixel_spacing_mm=None if spacing is None else (float(spacing[0]), float(spacing[1])),
-        source_to_detector_mm=float(ds.DistanceSourceToDetector) if "DistanceSourceToDetector" in ds else None,
-        source_to_isocenter_mm=float(ds.DistanceSourceToPatient) if "DistanceSourceToPatient" in ds else None,
+        pixel_spacing_mm=imager or patient,
+        source_to_detector_mm=_positive_tag(ds, "DistanceSourceToDetector"),
+        source_to_isocenter_mm=_positive_tag(ds, "DistanceSourceToPatient"),
         source=str(path),
+        spacing_at_isocenter=patient is not None and "PixelSpacingCalibrationType" in ds,
     )
 
 
-def _png_xray(path: Path) -> XRayImage:
+def _positive_tag(ds: pydicom.Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    return float(value) if value is not None and float(value) > 0 else None
+
+
+def _projection_folder_xray(path: Path) -> XRayImage | None:
+    """Exact line integrals of a PNG inside a monai-gnerf projection folder, else ``None``."""
     folder = path.parent.parent
     meta_path = folder / "projections.json"
-    if path.parent.name == "png" and meta_path.is_file() and (folder / "geometry.json").is_file():
-        meta = json.loads(meta_path.read_text())
-        geometry = load_geometry(folder / "geometry.json")
-        values = read_png16(path, float(meta["png_full_scale"]))
-        return XRayImage(
-            torch.from_numpy(values), True, geometry.pixel_spacing_mm, geometry.source_to_detector_mm,
-            geometry.source_to_isocenter_mm, str(path),
-        )  # fmt: skip
-    try:
-        values = read_png16(path)
-    except OSError as err:
-        raise GnerfInputError(f"could not read PNG X-ray {path}: {err}") from None
-    return XRayImage(torch.from_numpy(values), False, None, None, None, str(path))
-
-
-def _volume_xray(path: Path) -> XRayImage:
-    try:
-        image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as err:  # noqa: BLE001
-        raise GnerfInputError(f"could not read X-ray image {path}: {err}") from None
-    squeezed = np.squeeze(data)
-    if squeezed.ndim != 2:
-        raise GnerfInputError(f"{path} has shape {data.shape}; an X-ray must be a 2D (or one-slice) image.")
-    spacing = [float(s) for s, n in zip(image.header.get_zooms(), data.shape) if n > 1][:2]
-    # NIfTI arrays are (cols, rows) for radiographs exported as one-slice volumes
+    if path.parent.name != "png" or not meta_path.is_file() or not (folder / "geometry.json").is_file():
+        return None
+    geometry = load_geometry(folder / "geometry.json")
+    values = read_png16(path, float(json.loads(meta_path.read_text())["png_full_scale"]))
     return XRayImage(
-        torch.from_numpy(np.ascontiguousarray(squeezed.T)), False, (spacing[1], spacing[0]), None, None, str(path)
-    )
+        torch.from_numpy(values), True, geometry.pixel_spacing_mm, geometry.source_to_detector_mm,
+        geometry.source_to_isocenter_mm, str(path),
+    )  # fmt: skip
+
+
+def _image_file_xray(path: Path) -> XRayImage:
+    """A 2D or one-slice image through MONAI's ``LoadImage`` (arrays are ``(x, y)``: columns first)."""
+    reader = "NibabelReader" if path.name.lower().endswith((".nii", ".nii.gz")) else "ITKReader"
+    try:
+        image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+    except Exception as err:  # noqa: BLE001 - readers raise many types
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GnerfInputError(f"could not read X-ray image {path}: {reason}") from None
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and path.suffix.lower() == ".png":
+        image = image[..., :3].mean(-1)  # an RGB(A) screenshot: its gray level
+    keep = [axis for axis, n in enumerate(image.shape) if n > 1]
+    if len(keep) != 2:
+        raise GnerfInputError(f"{path} has shape {tuple(image.shape)}; an X-ray must be a 2D (or one-slice) image.")
+    values = torch.as_tensor(np.asarray(image)).squeeze().T.contiguous()  # (x, y) -> (rows, cols)
+    pixdim = [float(image.pixdim[axis]) for axis in keep]
+    spacing = None if path.suffix.lower() == ".png" else _valid_spacing(pixdim[::-1], str(path), "spacing")
+    return XRayImage(values.float(), False, spacing, None, None, str(path))
 
 
 def load_xray(path: str | Path, apply_voi_lut: bool = True) -> XRayImage:
-    """Read a radiograph (DICOM, PNG, or 2D/one-slice NIfTI); see the module docstring.
+    """Read a radiograph (DICOM, NRRD/NIfTI/MHA, PNG); see the module docstring.
 
     Raises:
         GnerfInputError: missing or unreadable file, not 2D, or NaN values.
@@ -130,25 +189,116 @@ def load_xray(path: str | Path, apply_voi_lut: bool = True) -> XRayImage:
     path = Path(path)
     if not path.is_file():
         raise GnerfInputError(f"X-ray file not found: {path}")
-    name = path.name.lower()
-    if name.endswith(".png"):
-        xray = _png_xray(path)
-    elif name.endswith((".nii", ".nii.gz")):
-        xray = _volume_xray(path)
+    if path.name.lower().endswith(XRAY_IMAGE_SUFFIXES):
+        xray = (_projection_folder_xray(path) if path.suffix.lower() == ".png" else None) or _image_file_xray(path)
     else:
         xray = _dicom_xray(path, apply_voi_lut)
     if not torch.isfinite(xray.values).all():
         raise GnerfInputError(f"{path} contains NaN or infinite pixel values.")
+    if float(xray.values.max() - xray.values.min()) <= 0:
+        raise GnerfInputError(f"{path} is a constant image; there is no radiograph in it.")
     return xray
 
 
-def _pixel_at_isocenter_mm(spacing_mm: float, sdd_mm: float | None, sad_mm: float | None) -> float:
-    if sdd_mm is None or sad_mm is None:
-        return spacing_mm
-    return spacing_mm * sad_mm / sdd_mm
+def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the level that maximizes the between-class variance of the histogram."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    weight = np.cumsum(hist).astype(np.float64)
+    total = weight[-1]
+    mean = np.cumsum(hist * centres)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean[-1] * weight / total - mean) ** 2 / (weight * (total - weight))
+    return float(centres[int(np.nanargmax(between[:-1]))])
 
 
-def to_model_detector(xray: XRayImage, geometry: ProjectionGeometry, reference_max: float) -> torch.Tensor:
+def body_silhouette(values: torch.Tensor) -> torch.Tensor:
+    """The body in a radiograph (bright = attenuating): Otsu's threshold, largest region, holes filled.
+
+    Args:
+        values: ``(rows, cols)`` display values or line integrals.
+
+    Returns:
+        ``(rows, cols)`` bool mask (all false for an image with no contrast).
+    """
+    array = values.detach().float().cpu().numpy()
+    if float(array.max() - array.min()) <= 0:
+        return torch.zeros(values.shape, dtype=torch.bool)
+    labels, count = ndimage.label(array > _otsu_threshold(array))
+    if count == 0:
+        return torch.zeros(values.shape, dtype=torch.bool)
+    largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(array), labels, range(1, count + 1))))
+    return torch.from_numpy(ndimage.binary_fill_holes(labels == largest))
+
+
+def _extent(mask: torch.Tensor, axis: int) -> tuple[int, int] | None:
+    """First and last index along ``axis`` (0 rows, 1 columns) where the mask has a pixel."""
+    hits = torch.nonzero(mask.any(dim=1 - axis)).flatten()
+    return None if hits.numel() == 0 else (int(hits[0]), int(hits[-1]))
+
+
+def silhouette_width_fraction(views: torch.Tensor) -> float:
+    """Mean width of the body silhouette over views ``(V, rows, cols)``, as a fraction of the columns."""
+    widths = []
+    for view in views:
+        extent = _extent(body_silhouette(view), axis=1)
+        if extent is not None:
+            widths.append((extent[1] - extent[0] + 1) / view.shape[-1])
+    if not widths:
+        raise GnerfInputError("no body silhouette found in the views.")
+    return float(np.mean(widths))
+
+
+def _pixel_at_isocenter_mm(xray: XRayImage, geometry: ProjectionGeometry) -> tuple[float, float] | None:
+    """The radiograph's pixel size at the isocenter from its spacing and distances (model's when absent)."""
+    if xray.pixel_spacing_mm is None:
+        return None
+    if xray.spacing_at_isocenter:
+        return xray.pixel_spacing_mm
+    sdd = xray.source_to_detector_mm or geometry.source_to_detector_mm
+    sad = xray.source_to_isocenter_mm or geometry.source_to_isocenter_mm
+    if sdd is None or sad is None:  # parallel beam: no magnification
+        return xray.pixel_spacing_mm
+    return xray.pixel_spacing_mm[0] * sad / sdd, xray.pixel_spacing_mm[1] * sad / sdd
+
+
+def _estimated_pixel_mm(
+    xray: XRayImage,
+    mask: torch.Tensor,
+    model_iso: tuple[float, float],
+    model_shape: tuple[int, int],
+    width_fraction: float | None,
+) -> tuple[float, float]:
+    """Pixel size at the isocenter when the file gives none: fit the silhouette width, else fill the detector."""
+    extent = _extent(mask, axis=1)
+    touches_both_sides = extent is not None and extent[0] == 0 and extent[1] == mask.shape[1] - 1
+    if width_fraction is not None and extent is not None and not touches_both_sides:
+        pixel = width_fraction * model_shape[1] * model_iso[1] / (extent[1] - extent[0] + 1)
+        _LOGGER.warning(
+            f"{xray.source}: no pixel spacing; estimated {pixel:.3f} mm per pixel at the isocenter by fitting the "
+            f"body silhouette to the model's field of view (set pixel_spacing_mm to override)."
+        )
+    else:
+        pixel = max(m * n_model / n for m, n_model, n in zip(model_iso, model_shape, mask.shape))
+        _LOGGER.warning(f"{xray.source}: no pixel spacing; assuming the image spans the model's detector.")
+    return pixel, pixel
+
+
+def _centre(mask: torch.Tensor, centre_silhouette: bool) -> tuple[float, float]:
+    """``(row, col)`` source position put at the model detector's centre: the silhouette's box centre or the image's."""
+    extents = [_extent(mask, axis) for axis in (0, 1)] if centre_silhouette else [None, None]
+    return tuple(  # type: ignore[return-value]
+        (n - 1) / 2.0 if e is None else (e[0] + e[1]) / 2.0 for n, e in zip(mask.shape, extents)
+    )
+
+
+def to_model_detector(
+    xray: XRayImage,
+    geometry: ProjectionGeometry,
+    reference_max: float,
+    silhouette_width_fraction: float | None = None,
+    centre_silhouette: bool = True,
+) -> torch.Tensor:
     """Resample an X-ray onto the model's detector, in line integrals ``(rows, cols)``.
 
     Args:
@@ -156,25 +306,27 @@ def to_model_detector(xray: XRayImage, geometry: ProjectionGeometry, reference_m
         geometry: the model's acquisition (its detector and magnification).
         reference_max: line integral to map the image's 99.5th percentile to, for display-valued
             images (e.g. the training data's typical maximum); exact line integrals are kept.
+        silhouette_width_fraction: body width the model's views have, as a fraction of the
+            detector's columns; used to estimate the scale of an image without pixel spacing.
+        centre_silhouette: put the centre of the body silhouette's bounding box at the
+            detector's centre (display-valued images only; our own DRRs keep their geometry).
 
     Pixels outside the radiograph become 0 (air).
     """
     values = xray.values.float()
-    rows, cols = geometry.detector_shape
-    model_iso = [s / geometry.magnification for s in geometry.pixel_spacing_mm]
-    if xray.pixel_spacing_mm is None:
-        _LOGGER.warning(f"{xray.source}: no pixel spacing; assuming it spans the model's detector.")
-        src_iso = [m * n / s for m, n, s in zip(model_iso, (rows, cols), values.shape)]
-    else:
-        sdd = xray.source_to_detector_mm or geometry.source_to_detector_mm
-        sad = xray.source_to_isocenter_mm or geometry.source_to_isocenter_mm
-        src_iso = [_pixel_at_isocenter_mm(s, sdd, sad) for s in xray.pixel_spacing_mm]
+    model_shape = geometry.detector_shape
+    model_iso = tuple(s / geometry.magnification for s in geometry.pixel_spacing_mm)
+    mask = body_silhouette(values) if not xray.is_line_integral else torch.zeros(values.shape, dtype=torch.bool)
+    src_iso = _pixel_at_isocenter_mm(xray, geometry) or _estimated_pixel_mm(
+        xray, mask, model_iso, model_shape, silhouette_width_fraction
+    )
     factor = max(1, int(min(m / s for m, s in zip(model_iso, src_iso))))
     image = F.avg_pool2d(values[None, None], factor) if factor > 1 else values[None, None]
+    centre = [(c - (factor - 1) / 2.0) / factor for c in _centre(mask, centre_silhouette and not xray.is_line_integral)]
     src_iso = [s * factor for s in src_iso]
     axes = []
-    for n_out, n_in, out_mm, in_mm in zip((rows, cols), image.shape[-2:], model_iso, src_iso):
-        position = (torch.arange(n_out, dtype=torch.float32) - (n_out - 1) / 2.0) * out_mm / in_mm + (n_in - 1) / 2.0
+    for n_out, n_in, out_mm, in_mm, c in zip(model_shape, image.shape[-2:], model_iso, src_iso, centre):
+        position = (torch.arange(n_out, dtype=torch.float32) - (n_out - 1) / 2.0) * out_mm / in_mm + c
         axes.append((position + 0.5) / n_in * 2.0 - 1.0)
     grid = torch.stack(torch.meshgrid(axes[1], axes[0], indexing="xy"), dim=-1)[None]
     resampled = F.grid_sample(image, grid, align_corners=False, padding_mode="zeros")[0, 0]

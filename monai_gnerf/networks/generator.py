@@ -1,10 +1,17 @@
 """Generative radiance fields (GRAF / MedNeRF): a field conditioned on shape and appearance codes.
 
-:class:`ConditionalRadianceField` maps normalized points and two latent codes to a non-negative
-density ``sigma`` (from the shape code) and a positive appearance factor ``c`` (from the shape
-features and the appearance code). :class:`RadianceFieldGenerator` places the field in a cube of
-half-size ``extent_mm`` around the isocenter and renders rays with one of two image models,
-named explicitly:
+Two field architectures map normalized points and two latent codes to a non-negative density
+``sigma`` (from the shape code) and a positive appearance factor ``c``:
+
+* ``"graf"``: :class:`ConditionalRadianceField`, GRAF's and MedNeRF's MLP evaluated at every
+  sample (the papers' model; its cost grows with an MLP per sample);
+* ``"grid"``: :class:`LatentGridField`, the shape code decoded once per subject by a 3D
+  convolutional decoder into a ``grid_size^3`` density grid (as VoxGRAF decodes a latent into a
+  voxel grid), sampled trilinearly along the rays; the appearance code sets one attenuation gain.
+  Its cost per ray sample is a trilinear lookup, so it trains on a CPU in minutes.
+
+:class:`RadianceFieldGenerator` places the field in a cube of half-size ``extent_mm`` around the
+isocenter and renders rays with one of two image models, named explicitly:
 
 * ``"line_integral"`` (X-ray physics, default): attenuation ``mu = scale_per_mm * sigma * c``
   (1/mm) and pixel ``p = sum_i mu_i * delta_i`` (dimensionless, as in DRRs). The shape code says
@@ -19,6 +26,7 @@ units, so a discriminator sees both alike.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,15 +35,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_gnerf.config import Config
+from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.networks.encodings import FrequencyEncoding
 from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.render.sampling import clip_rays_to_box, sample_rays
 
-__all__ = ["RenderMode", "GeneratorConfig", "ConditionalRadianceField", "RadianceFieldGenerator"]
+__all__ = [
+    "Architecture",
+    "RenderMode",
+    "GeneratorConfig",
+    "ConditionalRadianceField",
+    "LatentGridField",
+    "RadianceFieldGenerator",
+]
 
 RenderMode = Literal["line_integral", "alpha"]
+Architecture = Literal["graf", "grid"]
 _SOFTPLUS_BETA = 10.0
+_GRID_START = 4  # side of the grid the decoder starts from, voxels
 
 
 @dataclass(frozen=True)
@@ -43,11 +61,15 @@ class GeneratorConfig(Config):
     """Size and rendering options of a :class:`RadianceFieldGenerator` (serializable).
 
     Args:
+        architecture: ``"graf"`` (MLP field) or ``"grid"`` (decoded density grid); see the
+            module docstring.
         shape_dim: shape code size.
         appearance_dim: appearance code size.
-        hidden_features: MLP width.
-        hidden_layers: MLP depth before the heads.
-        num_frequencies: octaves of the positional encoding.
+        hidden_features: MLP width (``"graf"``).
+        hidden_layers: MLP depth before the heads (``"graf"``).
+        num_frequencies: octaves of the positional encoding (``"graf"``).
+        grid_size: voxels per side of the decoded grid, a power of two >= 8 (``"grid"``).
+        grid_channels: channels of the decoder's first (coarsest) level (``"grid"``).
         extent_mm: half-size of the scene cube around the isocenter, mm.
         num_samples: stratified samples per ray.
         render_mode: ``"line_integral"`` or ``"alpha"`` (see the module docstring).
@@ -55,16 +77,27 @@ class GeneratorConfig(Config):
         value_scale: line integral displayed as 1.0.
     """
 
+    architecture: Architecture = "graf"
     shape_dim: int = 32
     appearance_dim: int = 16
     hidden_features: int = 64
     hidden_layers: int = 3
     num_frequencies: int = 6
+    grid_size: int = 32
+    grid_channels: int = 64
     extent_mm: float = 200.0
     num_samples: int = 24
     render_mode: RenderMode = "line_integral"
     scale_per_mm: float = MU_WATER_PER_MM
     value_scale: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.architecture not in ("graf", "grid"):
+            raise GnerfInputError(f"architecture must be 'graf' or 'grid', got {self.architecture!r}.")
+        levels = math.log2(self.grid_size / _GRID_START)
+        if self.architecture == "grid" and (levels < 1 or levels != int(levels)):
+            raise GnerfInputError(f"grid_size must be a power of two >= 8, got {self.grid_size}.")
 
 
 class ConditionalRadianceField(nn.Module):
@@ -122,6 +155,59 @@ class ConditionalRadianceField(nn.Module):
         return sigma, c
 
 
+class LatentGridField(nn.Module):
+    """Shape code -> density grid (3D conv decoder), sampled trilinearly; appearance code -> gain.
+
+    The decoder starts from a ``4^3`` grid of ``channels`` features (a linear map of the code) and
+    doubles the resolution per level (trilinear upsampling, 3x3x3 convolution, LeakyReLU), halving
+    the channels down to 8, up to ``grid_size^3``. A learned base grid is added before the softplus,
+    so a zero code already decodes to a plausible (mean-like) anatomy.
+
+    Args:
+        shape_dim: shape code size.
+        appearance_dim: appearance code size.
+        grid_size: voxels per side of the output grid (a power of two >= 8).
+        channels: feature channels of the coarsest level.
+    """
+
+    def __init__(self, shape_dim: int = 32, appearance_dim: int = 16, grid_size: int = 32, channels: int = 64) -> None:
+        super().__init__()
+        self.channels = channels
+        self.seed = nn.Linear(shape_dim, channels * _GRID_START**3)
+        layers: list[nn.Module] = []
+        width = channels
+        for _ in range(int(math.log2(grid_size // _GRID_START))):
+            narrower = max(8, width // 2)
+            layers += [nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
+                       nn.Conv3d(width, narrower, 3, padding=1), nn.LeakyReLU(0.2)]  # fmt: skip
+            width = narrower
+        layers.append(nn.Conv3d(width, 1, 3, padding=1))
+        self.decoder = nn.Sequential(*layers)
+        self.base = nn.Parameter(torch.zeros(1, 1, grid_size, grid_size, grid_size))
+        self.gain = nn.Linear(appearance_dim, 1)
+
+    def grids(self, z_shape: torch.Tensor) -> torch.Tensor:
+        """Density grids ``(B, 1, G, G, G)`` (``>= 0``), indexed ``[z, y, x]`` of the scene cube."""
+        seed = self.seed(z_shape).view(-1, self.channels, _GRID_START, _GRID_START, _GRID_START)
+        return F.softplus(self.base + self.decoder(seed), beta=_SOFTPLUS_BETA)
+
+    def forward(
+        self, points: torch.Tensor, z_shape: torch.Tensor, z_appearance: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density and appearance at points, as :meth:`ConditionalRadianceField.forward`."""
+        grid = self.grids(z_shape)
+        sigma = F.grid_sample(grid, points[:, :, None, None, :], align_corners=False, padding_mode="zeros")
+        c = 2.0 * torch.sigmoid(self.gain(z_appearance))
+        return sigma.view(points.shape[:2]), c.expand(-1, points.shape[1])
+
+
+def _field_module(c: GeneratorConfig) -> nn.Module:
+    """The field of a generator config's architecture."""
+    if c.architecture == "grid":
+        return LatentGridField(c.shape_dim, c.appearance_dim, c.grid_size, c.grid_channels)
+    return ConditionalRadianceField(c.shape_dim, c.appearance_dim, c.hidden_features, c.hidden_layers, c.num_frequencies)
+
+
 class RadianceFieldGenerator(nn.Module):
     """Latent codes + rays -> rendered pixels (display units); see the module docstring.
 
@@ -132,10 +218,7 @@ class RadianceFieldGenerator(nn.Module):
     def __init__(self, config: GeneratorConfig | None = None) -> None:
         super().__init__()
         self.config = config or GeneratorConfig()
-        c = self.config
-        self.field = ConditionalRadianceField(
-            c.shape_dim, c.appearance_dim, c.hidden_features, c.hidden_layers, c.num_frequencies
-        )
+        self.field = _field_module(self.config)
 
     def sample_latents(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None

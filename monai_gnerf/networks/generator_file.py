@@ -49,7 +49,8 @@ def load_generator(
     """
     payload = read_model_file(path, GENERATOR_FORMAT, device)
     try:
-        generator = RadianceFieldGenerator(config_from_dict(GeneratorConfig, payload["config"]))
+        config = {"architecture": "graf", **payload["config"]}  # files from before architectures existed
+        generator = RadianceFieldGenerator(config_from_dict(GeneratorConfig, config))
         generator.load_state_dict(payload["state_dict"])
         geometry = load_geometry(payload["geometry"])
     except (TypeError, KeyError, RuntimeError, GnerfInputError) as err:

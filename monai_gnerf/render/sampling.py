@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["RaySamples", "clip_rays_to_box", "sample_rays", "world_to_index_rays"]
+__all__ = ["RaySamples", "clip_rays_to_box", "sample_rays", "sample_volume_at", "world_to_index_rays"]
 
 
 def world_to_index_rays(
@@ -32,6 +33,23 @@ def world_to_index_rays(
     lin = inv[:3, :3].to(origins_mm)
     shift = inv[:3, 3].to(origins_mm)
     return origins_mm @ lin.T + shift, directions @ lin.T
+
+
+def sample_volume_at(volume: torch.Tensor, affine: torch.Tensor, points_mm: torch.Tensor) -> torch.Tensor:
+    """Trilinear values of a volume ``(I, J, K)`` at world points ``(..., 3)``; 0 outside the volume.
+
+    Args:
+        volume: the voxel values.
+        affine: its voxel index -> world mm (4x4).
+        points_mm: world points, mm.
+    """
+    inverse = torch.linalg.inv(torch.as_tensor(affine, dtype=torch.float64).cpu())
+    ijk = points_mm.double().cpu() @ inverse[:3, :3].T + inverse[:3, 3]
+    sizes = torch.tensor(volume.shape, dtype=torch.float64)
+    normalized = ((ijk + 0.5) / sizes * 2.0 - 1.0).flip(-1)  # grid_sample orders coordinates (k, j, i)
+    grid = normalized.reshape(1, -1, 1, 1, 3).to(device=volume.device, dtype=torch.float32)
+    values = F.grid_sample(volume[None, None].float(), grid, align_corners=False, padding_mode="zeros")
+    return values.view(points_mm.shape[:-1]).to(device=points_mm.device, dtype=points_mm.dtype)
 
 
 def clip_rays_to_box(

@@ -57,3 +57,50 @@ def test_population_is_deterministic_and_varied():
     o, d = tiny_geometry(1).rays(dtype=torch.float64)
     a, b = (population.subject(i).line_integrals(o[0], d[0]) for i in (5, 6))
     assert (a - b).abs().max() > 0.05 and a.max() > 1.0  # realistic chest line integrals
+
+
+def test_chest_population_has_ribs_vertebrae_and_a_table():
+    subject = PhantomPopulation("chest", seed=1).subject(0)
+    assert len(subject.ellipsoids) > 120  # ribs are chains of short segments
+    # along the spine's axis (posterior midline) the density alternates: vertebral bodies and discs
+    spine = [e for e in subject.ellipsoids if e.center_mm[0] == 0.0 and e.semi_axes_mm[2] < 20.0 and e.value > 0.01]
+    y = spine[0].center_mm[1]
+    z = torch.linspace(-150.0, 150.0, 601, dtype=torch.float64)
+    line = subject.density(torch.stack([torch.zeros_like(z), torch.full_like(z, y), z], -1))
+    level = 0.6 * float(line.max())
+    rises = ((line[1:] > level) & (line[:-1] <= level)).sum()
+    assert rises >= 8
+    table = max(subject.ellipsoids, key=lambda e: e.semi_axes_mm[0])
+    assert table.semi_axes_mm[0] > 150.0 and table.center_mm[1] < -60.0  # wide, behind the back
+
+
+def test_ct_population_varies_the_ct_deterministically_and_knows_its_volumes():
+    from monai_gnerf.apps import prior_dataset
+    from monai_gnerf.data import CTPopulation
+
+    population = CTPopulation(("example",), seed=2, grid_size=32)
+    a, b = population.subject(0), population.subject(1)
+    assert torch.equal(a.attenuation, population.subject(0).attenuation)
+    difference = (a.attenuation - b.attenuation).abs().mean() / a.attenuation.mean()
+    assert 0.02 < float(difference) < 0.6  # the same anatomy, varied
+    centre = torch.zeros(1, 3, dtype=torch.float64)
+    assert 0.005 < float(a.density(centre)) < 0.04  # soft tissue or lung-blended tissue in 1/mm at the isocenter
+    dataset = prior_dataset("varied:example", tiny_geometry(4), subjects=2)
+    view = dataset[1]["image"]  # subject 0, view 1
+    o, d = dataset.geometry.rays([1], dtype=torch.float64)
+    assert torch.allclose(view, dataset.subject(0).line_integrals(o[0], d[0]).float(), atol=1e-4)
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 500.0]])
+    values = dataset.attenuation_at(1, points)
+    expected = float(dataset.subject(1).density(points[:1].double()))
+    assert float(values[1]) == 0.0 and float(values[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_phantom_views_and_volumes_agree_for_the_3d_term():
+    geometry = tiny_geometry(2)
+    dataset = PhantomViewDataset(PhantomPopulation("knee", seed=1), geometry, [4, 9])
+    item = dataset[3]
+    assert int(item["index"]) == 1 and int(item["subject"]) == 9
+    points = torch.tensor([[0.0, 0.0, 150.0], [0.0, 0.0, 400.0]])
+    values = dataset.attenuation_at(1, points)
+    expected = float(PhantomPopulation("knee", seed=1).subject(9).density(points[:1].double()))
+    assert float(values[0]) == pytest.approx(expected) and expected > 0.005 and float(values[1]) == 0.0  # thigh; outside

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -40,3 +41,32 @@ def test_prior_checkpoint_resume_round_trip(one_subject, tmp_path):
     bigger = tiny_config(8, generator=GeneratorConfig(num_samples=16, hidden_features=48, hidden_layers=2))
     with pytest.raises(GnerfInputError, match="incompatible checkpoint"):
         train_prior(dataset, geometry, bigger, work_dir=work, progress=False)
+
+
+def test_the_3d_and_view_terms_fall_and_give_a_latent_distribution(one_subject):
+    from gnerf_testing import TINY_GRID_GENERATOR
+
+    geometry, dataset = one_subject
+    config = dataclasses.replace(tiny_config(60), generator=TINY_GRID_GENERATOR, volume_weight=1.0, view_weight=1.0)
+    first = train_prior(dataset, geometry, dataclasses.replace(config, max_iterations=1), progress=False).losses
+    result = train_prior(dataset, geometry, config, progress=False)
+    last = result.losses
+    assert last["loss_volume"] < 0.5 * first["loss_volume"], (first, last)
+    assert last["loss_view"] < 0.5 * first["loss_view"], (first, last)
+    dim = TINY_GRID_GENERATOR.shape_dim + TINY_GRID_GENERATOR.appearance_dim
+    assert result.latent_mean.shape == (dim,) and result.latent_covariance.shape == (dim, dim)
+    with pytest.raises(GnerfInputError, match="volume_weight needs"):
+        train_prior(_ViewsOnly(dataset), geometry, config, progress=False)
+
+
+class _ViewsOnly(torch.utils.data.Dataset):
+    """A dataset of views without volumes (as MedNeRF folders are)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset, self.angles_deg, self.num_subjects = dataset, dataset.angles_deg, dataset.num_subjects
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]

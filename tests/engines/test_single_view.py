@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 
+import pytest
 import torch
 from gnerf_testing import TINY_GENERATOR
 
@@ -42,3 +44,28 @@ def test_single_view_optimizes_the_pose(one_subject, trained_prior):
 
 
 # ---------------------------------------------------------------- FID / KID
+
+
+def test_latent_prior_penalty_is_the_mahalanobis_distance_and_draws_follow_it():
+    from monai_gnerf.engines import LatentPrior
+
+    covariance = torch.tensor([[4.0, 0.0], [0.0, 0.25]])
+    prior = LatentPrior(torch.tensor([1.0, -1.0]), covariance)
+    assert float(prior.penalty(torch.tensor([3.0, -1.0]))) == pytest.approx(0.5)  # (2/2)^2 / 2 dimensions
+    assert float(prior.penalty(torch.tensor([1.0, -0.5]))) == pytest.approx(0.5)  # (0.5/0.5)^2 / 2
+    rng = torch.Generator().manual_seed(0)
+    draws = torch.stack([prior.sample(rng) for _ in range(4000)])
+    assert torch.allclose(draws.mean(0), prior.mean, atol=0.1)
+    assert torch.allclose(torch.cov(draws.T), covariance, rtol=0.1, atol=0.06)  # 4 standard errors
+    standard = LatentPrior.of_generator(RadianceFieldGenerator(TINY_GENERATOR), {})
+    assert torch.equal(standard.mean, torch.zeros(48))
+
+
+def test_single_view_budget_bounds_the_fit_time(one_subject, trained_prior):
+    geometry, dataset = one_subject
+    truth = dataset.views(0)[0]
+    config = SingleViewConfig(restarts=2, latent_iterations=10_000, finetune_iterations=10_000, budget_s=2.0)
+    start = time.monotonic()
+    fit = fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False)
+    elapsed = time.monotonic() - start
+    assert elapsed < 4.0 and 10 < len(fit.history) < 20_000

@@ -88,3 +88,86 @@ def test_corrupt_or_missing_xray_is_one_clear_error(tmp_path, content):
         load_xray(tmp_path / "bad.dcm")
     with pytest.raises(GnerfInputError, match="X-ray file not found"):
         load_xray(tmp_path / "missing.dcm")
+
+
+@pytest.mark.parametrize("spacing_tags", [{"PixelSpacing": [0, 0]}, {"ImagerPixelSpacing": [0.0, 0.0]}, {}])
+def test_zero_or_missing_spacing_warns_and_fits_the_silhouette(tmp_path, caplog, spacing_tags):
+    # a 40-pixel-wide bright body in an 80-pixel image, no usable spacing
+    pixels = np.zeros((60, 80), dtype=np.uint16)
+    pixels[10:50, 25:65] = 3000
+    write_dx(tmp_path / "cr.dcm", pixels, **spacing_tags)
+    xray = load_xray(tmp_path / "cr.dcm")
+    assert xray.pixel_spacing_mm is None
+    model = load_geometry("mednerf_chest").with_detector_shape(32, 32).resolved((0, 0, 0))
+    with caplog.at_level("WARNING"):
+        view = to_model_detector(xray, model, reference_max=2.0, silhouette_width_fraction=0.5)
+    assert "no pixel spacing; estimated" in caplog.text
+    columns = torch.nonzero(view.max(dim=0).values > 1.0).flatten()
+    assert (int(columns[0]), int(columns[-1])) == (8, 23)  # 16 of 32 columns, centred
+
+
+def test_explicit_spacing_overrides_a_missing_one(tmp_path):
+    pixels = np.zeros((60, 80), dtype=np.uint16)
+    pixels[10:50, 25:65] = 3000
+    write_dx(tmp_path / "cr.dcm", pixels, PixelSpacing=[0, 0])
+    model = load_geometry("mednerf_chest").with_detector_shape(32, 32).resolved((0, 0, 0))
+    iso_mm = model.pixel_spacing_mm[1] / model.magnification
+    xray = load_xray(tmp_path / "cr.dcm").with_pixel_spacing(iso_mm * model.magnification / 2.0)
+    view = to_model_detector(xray, model, reference_max=2.0)  # 40 source pixels = 20 model pixels
+    columns = torch.nonzero(view.max(dim=0).values > 1.0).flatten()
+    assert int(columns[-1] - columns[0]) + 1 == 20
+    with pytest.raises(GnerfInputError, match="pixel_spacing_mm must be a positive"):
+        xray.with_pixel_spacing(0.0)
+
+
+def test_silhouette_is_centred_on_the_detector():
+    values = torch.zeros(64, 64)
+    values[5:25, 30:60] = 1.0  # body off to the lower right
+    xray = XRayImage(values, False, (1.0, 1.0), None, None, "off-centre")
+    model = load_geometry("mednerf_chest").with_detector_shape(64, 64).resolved((0, 0, 0))
+    xray.pixel_spacing_mm = (model.pixel_spacing_mm[0],) * 2  # same pixel at the isocenter as the model
+    xray.source_to_detector_mm, xray.source_to_isocenter_mm = model.source_to_detector_mm, model.source_to_isocenter_mm
+    view = to_model_detector(xray, model, reference_max=1.0)
+    rows, cols = torch.nonzero(view > 0.5, as_tuple=True)
+    assert float(rows.float().mean()) == pytest.approx(31.5, abs=0.6)
+    assert float(cols.float().mean()) == pytest.approx(31.5, abs=0.6)
+    kept = to_model_detector(xray, model, reference_max=1.0, centre_silhouette=False)
+    assert float(torch.nonzero(kept > 0.5)[:, 1].float().mean()) == pytest.approx(44.5, abs=0.6)
+
+
+def test_presentation_lut_and_monochrome1_invert_exactly_once(tmp_path):
+    pixels = np.tile(np.arange(20, dtype=np.uint16) * 100, (10, 1))
+    plain = load_xray(_dx(tmp_path, "m2.dcm", pixels)).values
+    inverse_shape = load_xray(_dx(tmp_path, "m1.dcm", pixels, PhotometricInterpretation="MONOCHROME1",
+                                  PresentationLUTShape="INVERSE")).values  # fmt: skip
+    monochrome1 = load_xray(_dx(tmp_path, "m1b.dcm", pixels, PhotometricInterpretation="MONOCHROME1")).values
+    assert torch.equal(inverse_shape, monochrome1)  # the LUT inverts; MONOCHROME1 is not inverted again
+    assert torch.equal(inverse_shape, plain.max() - plain)
+    identity = load_xray(_dx(tmp_path, "m2i.dcm", pixels, PresentationLUTShape="IDENTITY")).values
+    assert torch.equal(identity, plain)
+
+
+def _dx(folder, name, pixels, **tags):
+    write_dx(folder / name, pixels, **tags)
+    return folder / name
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])
+def test_image_files_go_through_load_image_with_their_spacing(tmp_path, suffix):
+    import itk
+
+    pixels = np.arange(12 * 20, dtype=np.float32).reshape(12, 20)  # (rows, cols)
+    image = itk.image_from_array(pixels[None] if suffix == ".nii.gz" else pixels)  # one-slice NIfTI, 2D others
+    image.SetSpacing([0.3, 0.2, 1.0] if suffix == ".nii.gz" else [0.3, 0.2])  # ITK spacing is (x=col, y=row)
+    itk.imwrite(image, str(tmp_path / f"xray{suffix}"))
+    xray = load_xray(tmp_path / f"xray{suffix}")
+    assert tuple(xray.values.shape) == (12, 20)
+    assert torch.equal(xray.values, torch.from_numpy(pixels))
+    assert xray.pixel_spacing_mm == pytest.approx((0.2, 0.3))
+    assert not xray.is_line_integral
+
+
+def test_a_constant_image_is_one_clear_error(tmp_path):
+    write_dx(tmp_path / "flat.dcm", np.full((8, 8), 7, dtype=np.uint16))
+    with pytest.raises(GnerfInputError, match="constant image"):
+        load_xray(tmp_path / "flat.dcm")

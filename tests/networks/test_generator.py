@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from gnerf_testing import TINY_GENERATOR, tiny_geometry
+from gnerf_testing import TINY_GENERATOR, TINY_GRID_GENERATOR, tiny_geometry
 
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.networks import load_generator, save_generator
@@ -12,8 +14,13 @@ from monai_gnerf.networks.discriminator import PatchDiscriminator
 from monai_gnerf.networks.generator import GeneratorConfig, RadianceFieldGenerator
 
 
-def test_generator_renders_line_integrals_of_its_attenuation():
-    generator = RadianceFieldGenerator(GeneratorConfig(num_samples=400, hidden_features=16, hidden_layers=2))
+ARCHITECTURES = {"graf": TINY_GENERATOR, "grid": TINY_GRID_GENERATOR}
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_generator_renders_line_integrals_of_its_attenuation(architecture):
+    config = dataclasses.replace(ARCHITECTURES[architecture], num_samples=400)
+    generator = RadianceFieldGenerator(config)
     z = generator.sample_latents(1, torch.Generator().manual_seed(0))
     origins = torch.tensor([[[0.0, -500.0, 0.0]]])
     directions = torch.tensor([[[0.0, 1.0, 0.0]]])
@@ -46,13 +53,37 @@ def test_discriminator_is_spectrally_normalized_and_multiscale():
 # ---------------------------------------------------------------- adversarial training
 
 
-def test_generator_file_round_trip_and_refusals(tmp_path):
-    geometry = tiny_geometry()
-    generator = RadianceFieldGenerator(TINY_GENERATOR)
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_generator_architectures_share_one_interface_and_file(tmp_path, architecture):
+    geometry = tiny_geometry(4)
+    generator = RadianceFieldGenerator(ARCHITECTURES[architecture]).eval()
+    z = generator.sample_latents(1, torch.Generator().manual_seed(2))
     path = save_generator(tmp_path / "g.pt", generator, geometry, {"reference_max": 2.5})
     loaded, geo, extra = load_generator(path)
-    assert geo == geometry and extra["reference_max"] == 2.5
+    assert geo == geometry and extra["reference_max"] == 2.5 and loaded.config == generator.config
     assert all(torch.equal(a, b) for a, b in zip(generator.state_dict().values(), loaded.state_dict().values()))
+    with torch.no_grad():
+        views = loaded.render_views(*z, geometry)
+        volume, affine = loaded.volume(*z, (8, 8, 8))
+    assert views.shape == (4, 32, 32) and torch.equal(views, generator.render_views(*z, geometry))
+    assert volume.shape == (8, 8, 8) and float(volume.min()) >= 0 and affine[0, 0] == 50.0
+    loss = generator(*z, *geometry.rays_at(torch.tensor([0.0]), *[g[None] for g in geometry.pixel_grid()])).sum()
+    loss.backward()  # every weight of either field learns from rendered pixels
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+
+
+def test_old_generator_files_load_as_graf_and_bad_grids_are_refused(tmp_path):
+    geometry = tiny_geometry(2)
+    path = save_generator(tmp_path / "g.pt", RadianceFieldGenerator(TINY_GENERATOR), geometry)
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["architecture"]  # a file written before architectures existed
+    torch.save(payload, path)
+    assert load_generator(path)[0].config.architecture == "graf"
+    with pytest.raises(GnerfInputError, match="power of two"):
+        GeneratorConfig(architecture="grid", grid_size=24)
+
+
+def test_generator_file_refusals(tmp_path):
     with pytest.raises(GnerfInputError, match="checkpoint not found"):
         load_generator(tmp_path / "missing.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")

@@ -125,20 +125,29 @@ def test_input_problems_are_reported_before_anything_runs(slicer_module, logic_m
         core.start(ReconstructionParameters(xray_node_ids=small, method="fdk", bundle_dir=str(tmp_path)))
 
 
-def test_single_xray_handed_to_the_generative_bundle_reads_back_exactly(
-    slicer_module, nodes_module, logic_module, tiny_drrs, tmp_path
-):
+def test_xray_nodes_reach_the_library_intake_as_their_own_files(slicer_module, nodes_module, tiny_drrs, tmp_path):
+    import itk
+
     from monai_gnerf.io import load_xray
 
-    slicer, nodes_lib, logic = slicer_module, nodes_module, logic_module
+    slicer, nodes_lib = slicer_module, nodes_module
     scene = slicer.vtkMRMLScene()
-    ids = xray_nodes(slicer, scene, tiny_drrs[0][:1], TINY_PIXEL_MM)
-    params = ReconstructionParameters(xray_node_ids=ids, method="generative", view_angles="0")
-    folder = nodes_lib.write_projection_folder(tmp_path / "projections", [scene.GetNodeByID(ids[0])], params)
-    xray = load_xray(logic.xray_file(folder))  # what inference.json --xray reads
-    assert xray.is_line_integral and xray.pixel_spacing_mm == (TINY_PIXEL_MM, TINY_PIXEL_MM)
-    assert xray.source_to_detector_mm == 1500.0 and xray.source_to_isocenter_mm == 1000.0
-    np.testing.assert_allclose(xray.values.numpy(), tiny_drrs[0][0], atol=tiny_drrs[0][0].max() / 65535)
+    image = tiny_drrs[0][0]
+    # a node living only in the scene: written as a one-slice NIfTI with the node's spacing
+    (node_id,) = xray_nodes(slicer, scene, image[None], TINY_PIXEL_MM)
+    written = nodes_lib.xray_intake_file(tmp_path / "xray", scene.GetNodeByID(node_id), False)
+    xray = load_xray(written)
+    assert not xray.is_line_integral and xray.pixel_spacing_mm == (TINY_PIXEL_MM, TINY_PIXEL_MM)
+    np.testing.assert_allclose(xray.values.numpy(), image, rtol=1e-6)
+    # a node loaded from an NRRD file (Slicer's default format): that file itself
+    nrrd = tmp_path / "cr.nrrd"
+    itk.imwrite(itk.image_from_array(image.astype(np.float32)), str(nrrd))
+    node = scene.GetNodeByID(node_id)  # what loading a file does: a storage node naming it
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(nrrd))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert nodes_lib.xray_intake_file(tmp_path / "xray2", node, False) == nrrd
+    assert nodes_lib.xray_intake_file(tmp_path / "xray3", node, True).name == "xray.nii.gz"  # intensities: converted
 
 
 def test_parameter_node_round_trip(slicer_module, logic_module):
@@ -150,7 +159,6 @@ def test_parameter_node_round_trip(slicer_module, logic_module):
     assert logic.GnerfReconstructionLogicCore.read_parameters(node) == params
 
 
-@pytest.mark.skipif(not (BUNDLE / "configs" / "inference.json").is_file(), reason="bundle has no inference.json yet")
 def _quick_inference_bundle(tmp_path: Path) -> Path:
     """A copy of the bundle whose inference.json fits with a few iterations (seconds, not minutes)."""
     import shutil

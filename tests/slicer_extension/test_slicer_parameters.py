@@ -31,3 +31,19 @@ def test_view_angles():
         parse_angles("0, 90", 3)
     with pytest.raises(GnerfInputProblem, match="numbers"):
         parse_angles("zero", 1)
+
+
+def test_panel_defaults_are_the_library_defaults():
+    """Slicer's Python cannot import the library at panel start, so its defaults are copies: pin them."""
+    from monai_gnerf.apps.sparse_view import DemoConfig
+    from monai_gnerf.engines import ReconstructionConfig
+    from monai_gnerf.geometry import load_geometry
+
+    panel = ReconstructionParameters()
+    preset = load_geometry(panel.geometry)
+    assert (panel.num_views, panel.geometry) == (DemoConfig().views, DemoConfig().geometry)
+    assert panel.method == ReconstructionConfig().method
+    assert panel.budget_s == ReconstructionConfig().budget_s
+    assert (panel.source_to_isocenter_mm, panel.source_to_detector_mm) == (
+        preset.source_to_isocenter_mm, preset.source_to_detector_mm,
+    )  # fmt: skip

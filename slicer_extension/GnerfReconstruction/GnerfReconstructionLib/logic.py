@@ -29,7 +29,14 @@ from typing import Any
 from .geometry import base_geometry
 from .install import default_bundle_dir, default_python
 from .job import GnerfCancelled, GnerfProcessError, JobResult, LogCallback, ProgressCallback, ReconstructionJob, Step
-from .nodes import input_volume_node, load_views_nifti, load_volume_nifti, write_ct_nifti, write_projection_folder
+from .nodes import (
+    input_volume_node,
+    load_views_nifti,
+    load_volume_nifti,
+    write_ct_nifti,
+    write_projection_folder,
+    xray_intake_file,
+)
 from .parameters import GnerfInputProblem, ReconstructionParameters, parameters_from_strings, parameters_to_strings
 
 __all__ = [
@@ -182,8 +189,11 @@ class GnerfReconstructionLogicCore:
             raise GnerfInputProblem("select at least one X-ray volume.")
         if params.method == "generative" and len(nodes) != 1:
             raise GnerfInputProblem("the single-view generative method takes exactly one X-ray.")
-        projections = write_projection_folder(work_dir / "projections", nodes, params)
         name = f"{nodes[0].GetName()} {params.method}"
+        if params.method == "generative":
+            xray = xray_intake_file(work_dir / "xray", nodes[0], params.values_are_intensities)
+            return self._generative_plan(params, bundle_dir, work_dir, lambda: xray, [], name)
+        projections = write_projection_folder(work_dir / "projections", nodes, params)
         return self._reconstruction_plan(params, bundle_dir, work_dir, projections, [], name)
 
     def _plan_from_ct(self, params: ReconstructionParameters, bundle_dir: Path, work_dir: Path) -> _Plan:
@@ -202,11 +212,31 @@ class GnerfReconstructionLogicCore:
         )  # fmt: skip
         drr = Step("simulate X-rays", drr_args, weight=0.2)
         name = f"{ct.GetName()} {params.method} {num_views} views"
+        if params.method == "generative":
+
+            def simulated_xray() -> Path:  # what drr.json will have written
+                return xray_file(find_projection_folder(simulated))
+
+            return self._generative_plan(params, bundle_dir, work_dir, simulated_xray, [drr], name)
         plan = self._reconstruction_plan(params, bundle_dir, work_dir, None, [drr], name)
-        if params.method != "generative":
-            plan.views_path = lambda: find_projection_folder(simulated) / "projections.nii.gz"
-            plan.views_name = f"{ct.GetName()} simulated X-rays"
+        plan.views_path = lambda: find_projection_folder(simulated) / "projections.nii.gz"
+        plan.views_name = f"{ct.GetName()} simulated X-rays"
         return plan
+
+    def _generative_plan(
+        self, params: ReconstructionParameters, bundle_dir: Path, work_dir: Path, xray, steps: list[Step], name: str
+    ) -> _Plan:
+        """Add the single-view step; ``xray()`` is the radiograph file the library's X-ray intake reads."""
+        out = work_dir / "output"
+
+        def inference_args() -> list[str]:
+            return bundle_command(
+                self.python, bundle_dir, "inference.json",
+                {"xray": xray(), "checkpoint": params.checkpoint, "output_dir": out, "device": params.device},
+            )  # fmt: skip
+
+        steps.append(Step("single-view generative reconstruction", inference_args, weight=1.0))
+        return _Plan(steps, out / "volume.nii.gz", name, out / "views" / "projections.nii.gz", f"{name} views")
 
     def _reconstruction_plan(
         self,
@@ -217,24 +247,12 @@ class GnerfReconstructionLogicCore:
         steps: list[Step],
         name: str,
     ) -> _Plan:
-        """Add the reconstruction (or generative) step; ``projections=None`` means "what drr.json wrote"."""
+        """Add the reconstruction step; ``projections=None`` means "what drr.json wrote"."""
         out = work_dir / "output"
         budget = float(params.budget_s) if params.budget_s > 0 and params.method != "fdk" else None
 
         def projections_dir() -> Path:
             return projections or find_projection_folder(work_dir / "simulated")
-
-        if params.method == "generative":
-
-            def inference_args() -> list[str]:
-                return bundle_command(
-                    self.python, bundle_dir, "inference.json",
-                    {"xray": xray_file(projections_dir()), "checkpoint": params.checkpoint, "output_dir": out,
-                     "device": params.device},
-                )  # fmt: skip
-
-            steps.append(Step("single-view generative reconstruction", inference_args, weight=1.0))
-            return _Plan(steps, out / "volume.nii.gz", name, out / "views" / "projections.nii.gz", f"{name} views")
 
         def reconstruct_args() -> list[str]:
             return bundle_command(

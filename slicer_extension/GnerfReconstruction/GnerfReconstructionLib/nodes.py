@@ -29,6 +29,7 @@ __all__ = [
     "write_ct_nifti",
     "write_projection_folder",
     "xray_images",
+    "xray_intake_file",
 ]
 
 _LOGGER = logging.getLogger("GnerfReconstruction")
@@ -118,6 +119,56 @@ def write_projection_folder(folder: Path, nodes: Sequence, params: Reconstructio
     geometry = xray_geometry(params, stack.shape[1:], spacing)
     extra = {"source": "3D Slicer X-ray volume nodes", "nodes": [n.GetName() for n in nodes]}
     return save_projections(folder, torch.from_numpy(stack), geometry, extra)
+
+
+_INTAKE_SUFFIXES = (".dcm", ".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".png")
+
+
+def _dicom_instance_file(node) -> Path | None:
+    """The DICOM file a node was loaded from, through Slicer's DICOM database (absent outside Slicer)."""
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None:
+        return None
+    found = database.fileForInstance(uids[0])
+    return Path(found) if found and Path(found).is_file() else None
+
+
+def _storage_file(node) -> Path | None:
+    """The file a node was loaded from or saved to, when it still exists and the intake reads it."""
+    storage = node.GetStorageNode()
+    name = storage.GetFileName() if storage is not None else None
+    if not name or not Path(name).is_file() or not name.lower().endswith(_INTAKE_SUFFIXES):
+        return None
+    return Path(name)
+
+
+def xray_intake_file(folder: Path, node, values_are_intensities: bool) -> Path:
+    """The file of an X-ray node that the library's X-ray intake reads (``inference.json --xray``).
+
+    A node loaded from DICOM or from an image file is passed as that file, so its modality, VOI and
+    Presentation LUTs, photometric interpretation and pixel spacing reach the intake untouched. A
+    node that exists only in the scene (or whose values are intensities) is written as a one-slice
+    NIfTI of display values (bright = attenuating) with the node's pixel spacing.
+
+    Args:
+        folder: where to write the NIfTI when one is needed.
+        node: a one-slice scalar volume node.
+        values_are_intensities: the node's values are intensities ``I``; they are converted to
+            line integrals first.
+    """
+    if not values_are_intensities:
+        original = _dicom_instance_file(node) or _storage_file(node)
+        if original is not None:
+            return original
+    import nibabel as nib
+
+    (image,), (row_mm, col_mm) = xray_images([node], values_are_intensities)
+    affine = np.diag([col_mm, row_mm, 1.0, 1.0])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "xray.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(image.T[:, :, None]), affine), str(path))  # (x=col, y=row, 1)
+    return path
 
 
 def write_ct_nifti(path: Path, node) -> Path:
