@@ -26,7 +26,7 @@ The example CT (a real chest the priors never saw) is reconstructed from its PA 
 methods (its volume resampled onto the scene cube is the truth) and drawn with the held-out
 subjects in ``benchmarks/results/single_view.png``.
 
-    python benchmarks/single_view.py                                 # 2 x 14-minute priors, 8 subjects
+    python benchmarks/single_view.py                                 # 2 x 12-minute priors, 8 subjects
     python benchmarks/single_view.py --minutes 1 --held_out 1 --subjects 8   # quick look
 
 Prints a table and writes benchmarks/results/single_view.json and single_view.png.
@@ -37,20 +37,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from monai_gnerf.config import config_to_dict
 from monai_gnerf.data import PhantomPopulation, PhantomViewDataset, example_ct_path
 from monai_gnerf.data.phantoms import grid_affine
-from monai_gnerf.engines import LatentPrior, PriorConfig, SingleViewConfig, fit_single_view, train_prior
-from monai_gnerf.geometry import load_geometry, volume_center_mm
-from monai_gnerf.io import load_ct
+from monai_gnerf.apps import single_view_figure
+from monai_gnerf.engines import LatentPrior, SingleViewConfig, copy_input_views, fit_single_view
+from monai_gnerf.geometry import load_geometry, volume_center_mm, voxel_world_points
+from monai_gnerf.io import load_ct, load_projections, save_projections
 from monai_gnerf.metrics import (
     RandomConvFeatures,
     extract_features,
@@ -60,8 +61,7 @@ from monai_gnerf.metrics import (
     psnr,
     ssim,
 )
-from monai_gnerf.networks import PCAVolumeModel, save_generator
-from monai_gnerf.networks.generator import GeneratorConfig
+from monai_gnerf.networks import PCAVolumeModel, load_generator
 from monai_gnerf.physics import hu_to_attenuation
 from monai_gnerf.data.population import VolumeSubject
 from monai_gnerf.render import render_drr, sample_volume_at
@@ -70,7 +70,7 @@ RESULTS = Path(__file__).parent / "results"
 HELD_OUT_START, VALIDATION_START = 10_000, 20_000
 VOLUME_SIZE = 64
 FIXED_WEIGHTS = ((0.6, 0.4), (0.5, 0.5), (0.4, 0.6))
-FIT = SingleViewConfig(restarts=3, latent_iterations=100, finetune_iterations=100)
+FIT = SingleViewConfig()  # what `monai-gnerf single-view` does by default
 
 
 def view_metrics(views: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -91,26 +91,52 @@ def volume_metrics(volume: torch.Tensor, truth: torch.Tensor) -> dict[str, float
 def cube_points(extent_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Voxel centres ``(n, n, n, 3)`` of the generator's volume grid and its affine."""
     affine = grid_affine((VOLUME_SIZE,) * 3, (2.0 * extent_mm / VOLUME_SIZE,) * 3)
-    ijk = torch.stack(torch.meshgrid(*[torch.arange(VOLUME_SIZE, dtype=torch.float64)] * 3, indexing="ij"), -1)
-    return ijk @ affine[:3, :3].T + affine[:3, 3], affine
+    return voxel_world_points((VOLUME_SIZE,) * 3, affine).view(VOLUME_SIZE, VOLUME_SIZE, VOLUME_SIZE, 3), affine
 
 
-def copy_views(input_view: torch.Tensor, num_views: int) -> torch.Tensor:
-    """The trivial baseline: the input at every angle, mirrored left-right for the back half."""
-    back = [90.0 < 360.0 * v / num_views < 270.0 for v in range(num_views)]
-    return torch.stack([input_view.flip(-1) if is_back else input_view for is_back in back])
+class TrainedPrior:
+    """A generator file written by ``monai-gnerf train-prior``, with its learned latent distribution."""
+
+    def __init__(self, path: Path) -> None:
+        self.generator, self.geometry, self.extra = load_generator(path)
+        self.iterations, self.seconds = self.extra["iterations"], self.extra["seconds"]
+        self.latent_mean = self.extra.get("latent_mean")
+        self.latent_covariance = self.extra.get("latent_covariance")
 
 
-def train(name: str, dataset, geometry, generator: GeneratorConfig, minutes: float, work: Path, **terms):
-    config = PriorConfig(generator=generator, patch_size=16, batch_size=8, min_scale=0.25, anneal_iterations=2000,
-                         max_iterations=1_000_000, budget_s=60.0 * minutes, checkpoint_every=500, sample_every=500,
-                         **terms)  # fmt: skip
-    prior = train_prior(dataset, geometry, config, work_dir=work / name / "checkpoints")
-    extra = {"iterations": prior.iterations, "seconds": prior.seconds, "config": config_to_dict(config)}
-    if prior.latent_mean is not None:
-        extra.update(latent_mean=prior.latent_mean, latent_covariance=prior.latent_covariance)
-    save_generator(work / name / "generator.pt", prior.generator, prior.geometry, extra)
-    return prior, config
+def train(name: str, args, work: Path, *flags: str) -> TrainedPrior:
+    """Train a prior the way a user does: ``monai-gnerf train-prior`` (its log in ``work/name.log``)."""
+    out = work / name
+    command = ["monai-gnerf", "train-prior", "--out", str(out), "--data", "phantoms", "--subjects", str(args.subjects),
+               "--detector_size", str(args.detector), "--budget_s", str(60.0 * args.minutes),
+               "--max_iterations", "1000000", "--checkpoint_every", "500", "--sample_every", "500", *flags]  # fmt: skip
+    print("$", " ".join(command), flush=True)
+    with open(work / f"{name}.log", "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return TrainedPrior(out / "generator.pt")
+
+
+def cli_single_view(work: Path, prior_path: Path, example_views: torch.Tensor, orbit) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``monai-gnerf single-view`` on the example CT's PA DRR: what a user gets (views, volume in 1/mm, seconds)."""
+    xray_dir = save_projections(work / "example_pa", example_views[:1], orbit.with_uniform_angles(1))
+    out = work / "example_cli"
+    command = ["monai-gnerf", "single-view", str(xray_dir / "png" / "view_000.png"), str(prior_path), "--out", str(out),
+               "--units", "mu", "--volume_size", str(VOLUME_SIZE)]  # fmt: skip
+    print("$", " ".join(command), flush=True)
+    start = time.perf_counter()
+    with open(work / "example_cli.log", "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    views, _ = load_projections(out / "views")
+    volume = load_ct_free_volume(out / "volume.nii.gz")
+    return views, volume, seconds
+
+
+def load_ct_free_volume(path: Path) -> torch.Tensor:
+    """A NIfTI volume's array (the single-view volume is in 1/mm with ``--units mu``)."""
+    import nibabel as nib
+
+    return torch.from_numpy(np.asarray(nib.load(str(path)).dataobj, dtype=np.float32))
 
 
 def prior_fit(prior, truth_view: torch.Tensor, config: SingleViewConfig, points: torch.Tensor):
@@ -153,37 +179,9 @@ def evaluate_case(case: str, truth_views, truth_volume, methods, rows) -> dict[s
     return outputs
 
 
-def figure(path: Path, cases: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-    """Per case: input | 4 angles fitted over true | 3 central slices fitted over true."""
-    tile, label = 96, 14
-    angles = (0, 18, 36, 54)  # views at 0, 90, 180, 270 degrees
-
-    def gray(image: torch.Tensor, high: float) -> Image.Image:
-        array = np.clip(image.detach().cpu().float().numpy() / max(high, 1e-9), 0.0, 1.0)
-        return Image.fromarray((array * 255).astype(np.uint8)).resize((tile, tile))
-
-    sheet = Image.new("L", (tile * 8, (2 * tile + label) * len(cases)), 0)
-    draw = ImageDraw.Draw(sheet)
-    for r, (name, truth_views, views, truth_volume, volume) in enumerate(cases):
-        y = r * (2 * tile + label)
-        draw.text((2, y + 1), f"{name}: input | views 0/90/180/270 deg (fitted over true) | slices", fill=255)
-        high, vol_high = float(truth_views.max()), float(truth_volume.max())
-        sheet.paste(gray(truth_views[0], high), (0, y + label))
-        for c, v in enumerate(angles):
-            sheet.paste(gray(views[v], high), (tile * (1 + c), y + label))
-            sheet.paste(gray(truth_views[v], high), (tile * (1 + c), y + label + tile))
-        n = VOLUME_SIZE // 2
-        for c, (a, b) in enumerate(((volume[:, :, n].T.flip(0), truth_volume[:, :, n].T.flip(0)),
-                                    (volume[:, n, :].T.flip(0), truth_volume[:, n, :].T.flip(0)),
-                                    (volume[n, :, :].T.flip(0), truth_volume[n, :, :].T.flip(0)))):  # fmt: skip
-            sheet.paste(gray(a, vol_high), (tile * (5 + c), y + label))
-            sheet.paste(gray(b, vol_high), (tile * (5 + c), y + label + tile))
-    sheet.save(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=14.0, help="training budget of each prior")
+    parser.add_argument("--minutes", type=float, default=12.0, help="training budget of each prior")
     parser.add_argument("--subjects", type=int, default=64, help="training subjects")
     parser.add_argument("--held_out", type=int, default=8, help="held-out subjects reconstructed")
     parser.add_argument("--detector", type=int, default=64, help="detector pixels per side")
@@ -194,9 +192,9 @@ def main() -> None:
     geometry = load_geometry("mednerf_chest").with_detector_shape(args.detector, args.detector)
     population = PhantomPopulation("chest", seed=0)
     train_set = PhantomViewDataset(population, geometry, range(args.subjects))
-    graf, graf_config = train("graf", train_set, geometry, GeneratorConfig(architecture="graf"), args.minutes, work)
-    grid, grid_config = train("grid", train_set, geometry, GeneratorConfig(architecture="grid"), args.minutes, work,
-                              view_weight=1.0, volume_weight=1.0)  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    graf = train("graf", args, work, "--architecture", "graf", "--view_weight", "0", "--volume_weight", "0")
+    grid = train("grid", args, work)  # the defaults: grid generator, PCA start, view and 3D terms
     extent = grid.generator.config.extent_mm
     orbit = grid.geometry
     points, affine = cube_points(extent)
@@ -214,7 +212,7 @@ def main() -> None:
         return render_drr(fitted, orbit), fitted.as_tensor(), time.perf_counter() - start, {}
 
     methods = {
-        "copy input": lambda v, _: (copy_views(v[0], v.shape[0]), mean_volume, 0.0, {}),
+        "copy input": lambda v, _: (copy_input_views(v[0], v.shape[0]), mean_volume, 0.0, {}),
         "population mean": lambda v, _: (mean_views, mean_volume, 0.0, {}),
         "PCA fit": pca_fit,
     }
@@ -254,8 +252,11 @@ def main() -> None:
     example_views = example.line_integrals(*orbit.rays(dtype=torch.float64)).float()
     example_rows: list[dict] = []
     outputs = evaluate_case("example CT", example_views, ct_volume, methods, example_rows)
-    figure_cases.append(("example CT (grid prior)", example_views, outputs["grid prior + learned weights"][0],
-                         ct_volume, outputs["grid prior + learned weights"][1]))  # fmt: skip
+    cli_views, cli_volume, cli_seconds = cli_single_view(work, work / "grid" / "generator.pt", example_views, orbit)
+    example_rows.append({"case": "example CT", "method": "grid prior via monai-gnerf single-view (CLI)",
+                         "seconds": cli_seconds, **view_metrics(cli_views, example_views),
+                         **volume_metrics(cli_volume, ct_volume)})  # fmt: skip
+    figure_cases.append(("example CT (monai-gnerf single-view)", example_views, cli_views, ct_volume, cli_volume))
 
     summary = {}
     for method in methods:
@@ -285,12 +286,10 @@ def main() -> None:
     for r in example_rows:
         print(f"| {r['method']} | {r['psnr_2d']:.2f} | {r['ssim_2d']:.3f} | {r['psnr_3d']:.2f} | {r['ssim_3d']:.3f} |")
     RESULTS.mkdir(exist_ok=True)
-    figure(RESULTS / "single_view.png", figure_cases)
+    single_view_figure(RESULTS / "single_view.png", figure_cases, affine)
     out = {"machine": platform.platform(), "threads": torch.get_num_threads(), "args": vars(args),
-           "priors": {"graf": {"iterations": graf.iterations, "seconds": graf.seconds,
-                               "config": config_to_dict(graf_config)},
-                      "grid": {"iterations": grid.iterations, "seconds": grid.seconds,
-                               "config": config_to_dict(grid_config)}},
+           "priors": {name: {"iterations": p.iterations, "seconds": p.seconds, "config": p.extra["config"]}
+                      for name, p in (("graf", graf), ("grid", grid))},
            "pca": {"components": pca.num_components, "noise_variance": noise},
            "fit": config_to_dict(FIT), "summary": summary, "generative": generative, "rows": rows,
            "example_ct": example_rows}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Write small synthetic DICOM CT series for tests (pydicom only, no external data)."""
+"""Write small synthetic DICOM files for tests (CT series, DX radiographs; pydicom only, no external data)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,25 @@ def write_ct_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+
+
+def write_dx(path, pixels: np.ndarray, **tags) -> None:
+    """Write a 16-bit DX radiograph with the given DICOM attributes (keywords as in pydicom)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DX_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = tags.pop("PhotometricInterpretation", "MONOCHROME2")
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)

@@ -8,7 +8,7 @@ from monai_gnerf.networks.generator import GeneratorConfig
 
 VOXEL_MM = 1.6
 GRID = 128
-TINY_GENERATOR = GeneratorConfig(num_samples=16, hidden_features=32, hidden_layers=2)
+TINY_GENERATOR = GeneratorConfig(architecture="graf", num_samples=16, hidden_features=32, hidden_layers=2)
 TINY_GRID_GENERATOR = GeneratorConfig(architecture="grid", num_samples=16, grid_size=8, grid_channels=16)
 
 
@@ -19,7 +19,7 @@ def tiny_geometry(views: int = 36):
 def tiny_config(iterations: int, **kwargs) -> PriorConfig:
     options = dict(generator=TINY_GENERATOR, patch_size=16, batch_size=4, max_iterations=iterations, log_every=50,
                    sample_every=10_000, checkpoint_every=10_000, anneal_iterations=100, ema_decay=None,
-                   lr_generator=2e-3, lr_discriminator=1e-3)  # fmt: skip
+                   lr_generator=2e-3, lr_discriminator=1e-3, view_weight=0.0, volume_weight=0.0)  # fmt: skip
     options.update(kwargs)
     return PriorConfig(**options)
 

@@ -9,6 +9,7 @@ import pytest
 
 from monai_gnerf.apps import (
     DemoConfig,
+    MainDemoConfig,
     DRRConfig,
     SingleViewJobConfig,
     SparseViewJobConfig,
@@ -20,7 +21,7 @@ from monai_gnerf.engines import PriorConfig, ReconstructionConfig
 from monai_gnerf.errors import GeometryError, GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 
-JOB_CONFIGS = (DRRConfig, SparseViewJobConfig, DemoConfig, TrainPriorJobConfig, SingleViewJobConfig)
+JOB_CONFIGS = (DRRConfig, SparseViewJobConfig, DemoConfig, MainDemoConfig, TrainPriorJobConfig, SingleViewJobConfig)
 
 
 @pytest.mark.parametrize("cls", JOB_CONFIGS)
@@ -93,7 +94,7 @@ def test_docstring_sections_give_the_help_text():
 
 
 @pytest.mark.parametrize("name, cls", [("drr", DRRConfig), ("reconstruct", SparseViewJobConfig),
-                                       ("demo", DemoConfig), ("train_prior", TrainPriorJobConfig),
+                                       ("demo", MainDemoConfig), ("train_prior", TrainPriorJobConfig),
                                        ("single_view", SingleViewJobConfig)])  # fmt: skip
 def test_cli_options_are_the_config_leaves_with_their_defaults_and_help(name, cls):
     command = getattr(Commands, name)

@@ -18,7 +18,8 @@ import fire
 from monai_gnerf.apps.drr import simulate_drrs
 from monai_gnerf.apps.generative import single_view_reconstruction, train_prior_workflow
 from monai_gnerf.apps.options import check_option_names, command
-from monai_gnerf.apps.sparse_view import reconstruct_folder, sparse_view_demo
+from monai_gnerf.apps.demo import demo as main_demo
+from monai_gnerf.apps.sparse_view import reconstruct_folder
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
 
@@ -40,6 +41,12 @@ def _report_demo(summary: dict[str, Any], arguments: dict[str, Any]) -> None:
     for name, path in summary["outputs"].items():
         print(f"{name:8s} {path}")
     print(f"metrics  {Path(arguments['out']) / 'metrics.json'}")
+    if "single_view" in summary:
+        single = summary["single_view"]
+        print(f"single view (one PA DRR, shipped prior): 71 unseen views {single['psnr_2d_unseen_views']:.2f} dB "
+              f"(copy-the-input baseline {single['psnr_2d_copy_input_baseline']:.2f} dB), "
+              f"volume 3D PSNR {single['psnr_3d']:.2f} dB")  # fmt: skip
+        print(f"figure   {single['figure']}")
 
 
 def _report_path(path: Path, _: dict[str, Any]) -> None:
@@ -56,7 +63,7 @@ class Commands:
 
     drr = staticmethod(command(simulate_drrs, _report_drr))
     reconstruct = staticmethod(command(reconstruct_folder, _report_reconstruction))
-    demo = staticmethod(command(sparse_view_demo, _report_demo))
+    demo = staticmethod(command(main_demo, _report_demo))
     train_prior = staticmethod(command(train_prior_workflow, _report_path))
     single_view = staticmethod(command(single_view_reconstruction, _report_single_view))
 

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from monai_gnerf.io.atomic import atomic_output_file
 
-__all__ = ["orthogonal_slices", "comparison_figure"]
+__all__ = ["orthogonal_slices", "comparison_figure", "single_view_figure"]
 
 
 def orthogonal_slices(volume: torch.Tensor, affine: torch.Tensor) -> list[np.ndarray]:
@@ -72,6 +72,48 @@ def comparison_figure(
         for r, image in enumerate(images):
             tile = _to_gray(image, low, high, panel)
             sheet.paste(tile, (c * panel + (panel - tile.size[0]) // 2, label_h + r * panel + (panel - tile.size[1]) // 2))
+    path = Path(path)
+    with atomic_output_file(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return path
+
+
+def single_view_figure(
+    path: str | Path,
+    rows: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    affine: torch.Tensor,
+    angles: tuple[int, ...] = (0, 18, 36, 54),
+    tile: int = 96,
+) -> Path:
+    """Write a PNG of single-view results, two picture rows per case: fitted above, true below.
+
+    Columns: the input view, the views ``angles`` (indices into the view stack; 0/90/180/270 degrees
+    of a 72-view orbit by default), then the central axial, coronal and sagittal slices.
+
+    Args:
+        path: PNG to write.
+        rows: per case ``(title, true views (V, H, W), fitted views, true volume, fitted volume)``.
+        affine: the volumes' voxel index -> world mm (orients the slices).
+        angles: view indices shown.
+        tile: pixels per picture.
+    """
+    label = 14
+    columns = 1 + len(angles) + 3
+    sheet = Image.new("L", (tile * columns, (2 * tile + label) * len(rows)), color=0)
+    draw = ImageDraw.Draw(sheet)
+    for r, (title, true_views, views, true_volume, volume) in enumerate(rows):
+        y = r * (2 * tile + label)
+        draw.text((2, y + 1), f"{title}: input | views (fitted over true) | slices", fill=255)
+        view_high, volume_high = float(true_views.max()), float(true_volume.max())
+        pictures = [(true_views[0].cpu().numpy(), None, view_high)]
+        pictures += [(views[v].cpu().numpy(), true_views[v].cpu().numpy(), view_high) for v in angles]
+        fitted, truth = orthogonal_slices(volume, affine), orthogonal_slices(true_volume, affine)
+        pictures += [(a, b, volume_high) for a, b in zip(fitted, truth)]
+        for c, (top, bottom, high) in enumerate(pictures):
+            for k, image in enumerate((top, bottom)):
+                if image is not None:
+                    picture = _to_gray(np.asarray(image), 0.0, max(high, 1e-9), tile)
+                    sheet.paste(picture, (c * tile, y + label + k * tile))
     path = Path(path)
     with atomic_output_file(path) as tmp:
         sheet.save(tmp, format="PNG")

@@ -1,11 +1,13 @@
-"""The example data files shipped inside the package (``example_chest_ct.nii.gz`` and its label map)."""
+"""The example data files shipped inside the package: ``example_chest_ct.nii.gz``, its label map and
+``chest_prior.pt``, the generative prior trained on the procedural chest population (never on the
+example CT), which ``bundle/models/model.pt`` links to."""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["example_ct_path", "example_mask_path", "resolve_ct_path"]
+__all__ = ["example_ct_path", "example_mask_path", "example_prior_path", "resolve_ct_path"]
 
 
 def example_ct_path() -> Path:
@@ -16,6 +18,11 @@ def example_ct_path() -> Path:
 def example_mask_path() -> Path:
     """Path of the example CT's segmentation label map (same grid as the CT)."""
     return Path(str(resources.files("monai_gnerf.data").joinpath("example_chest_mask.nii.gz")))
+
+
+def example_prior_path() -> Path:
+    """Path of the shipped generator file (the chest prior of ``bundle/models/model.pt``)."""
+    return Path(str(resources.files("monai_gnerf.data").joinpath("chest_prior.pt")))
 
 
 def resolve_ct_path(ct: str | Path) -> Path:

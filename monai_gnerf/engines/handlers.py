@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from tqdm.auto import tqdm
 from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
 
@@ -148,7 +149,9 @@ def attach_training_handlers(
         TensorBoardStatsHandler(
             log_dir=str(tensorboard_dir), iteration_log=log_every, epoch_log=False, output_transform=lambda o: o
         ).attach(engine)
-    if progress:
+    if progress and budget_s is not None:
+        _attach_budget_bar(engine, run_state, budget_s)
+    elif progress:
         ProgressBar(persist=True).attach(engine, output_transform=lambda o: {"loss": o["loss"]})
     if work_dir is None:
         return None
@@ -162,6 +165,30 @@ def attach_training_handlers(
     engine.add_event_handler(Events.ITERATION_COMPLETED(every=checkpoint_every) | Events.COMPLETED, _save, saver)
     _resume(engine, to_save, Path(work_dir), prefix, max_iterations, logger)
     return saver
+
+
+def _attach_budget_bar(engine: Engine, run_state: RunState, budget_s: float) -> None:
+    """A progress bar over the wall-time budget (its ETA is the time left), iterations and loss beside it.
+
+    It reads ``time [elapsed/budget]`` in seconds, the ``[n/total]`` form that iteration bars
+    have, so a caller parsing either sees the fraction done.
+    """
+    bars: list[tqdm] = []  # made at the first iteration, so a resumed run's ETA counts from its own start
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def _advance(e: Engine) -> None:
+        done = min(round(run_state.elapsed_s), round(budget_s))
+        if not bars:
+            bar_format = "{desc} [{n}/{total}] {bar} {elapsed}<{remaining}{postfix}"
+            bars.append(tqdm(total=round(budget_s), initial=done, desc="time (s)", bar_format=bar_format))
+        bars[0].update(done - bars[0].n)
+        loss = e.state.output.get("loss") if isinstance(e.state.output, dict) else None
+        bars[0].set_postfix_str(f"iteration {e.state.iteration}" + ("" if loss is None else f", loss {loss:.4g}"))
+
+    @engine.on(Events.COMPLETED | Events.TERMINATE | Events.EXCEPTION_RAISED)
+    def _close(_: Engine) -> None:
+        for bar in bars:
+            bar.close()
 
 
 @contextlib.contextmanager

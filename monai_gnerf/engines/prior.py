@@ -10,14 +10,20 @@ takes one discriminator and one generator step:
 * generator: ``softplus(-D(fake))``; an exponential moving average (EMA) of its weights is kept
   and is what :func:`~monai_gnerf.networks.save_generator` exports.
 
-Optional reconstruction terms (off by default, i.e. MedNeRF's purely adversarial training) give
-every training subject its own learned code (an auto-decoder, as DeepSDF and GLO train), decoded
+Reconstruction terms (on by default; ``view_weight = volume_weight = 0`` and a ``"graf"``
+generator give MedNeRF's purely adversarial training) give every training subject its own learned code (an auto-decoder, as DeepSDF and GLO train), decoded
 by the same generator:
 
 * ``view_weight``: MSE between the subject's real patch and the same rays rendered from its code;
 * ``volume_weight``: the 3D term, where the dataset knows its volumes (``attenuation_at``: phantoms
   and CTs): MSE of attenuation (in units of water) at random points of the scene cube;
 * ``code_weight``: ``|z|^2 / dim``, keeping subject codes on the scale of the random codes.
+
+With ``pca_init`` (``"grid"`` generators, datasets with volumes) the generator starts as the PCA
+model of the training volumes (its base and linear path, :meth:`LatentGridField.initialize_from_pca`)
+and the subject codes as their whitened PCA coefficients; training then adds what is non-linear.
+The training volumes are computed once on the generator's grid (``volume_grid_size`` for
+``"graf"``) and the 3D term samples them trilinearly.
 
 The subject codes' mean and covariance are then the *learned latent distribution*
 (:attr:`PriorResult.latent_mean`, :attr:`PriorResult.latent_covariance`) that single-view
@@ -53,11 +59,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from monai_gnerf.config import Config, config_to_dict
 from monai_gnerf.engines.handlers import RunState, attach_training_handlers, run_engine
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.geometry import ProjectionGeometry, load_geometry
+from monai_gnerf.geometry import ProjectionGeometry, load_geometry, voxel_world_points
 from monai_gnerf.io import atomic_output_file
-from monai_gnerf.networks import GeneratorConfig, PatchDiscriminator, RadianceFieldGenerator
+from monai_gnerf.data.phantoms import grid_affine
+from monai_gnerf.networks import GeneratorConfig, PatchDiscriminator, PCAVolumeModel, RadianceFieldGenerator
 from monai_gnerf.physics import MU_WATER_PER_MM
-from monai_gnerf.render import PatchRaySampler, sample_image_patches
+from monai_gnerf.render import PatchRaySampler, sample_image_patches, sample_volume_at
 
 __all__ = ["PriorConfig", "PriorResult", "SubjectCodes", "train_prior"]
 
@@ -93,14 +100,18 @@ class PriorConfig(Config):
             with volumes).
         code_weight: weight of the subject codes' ``|z|^2 / dim`` penalty.
         volume_points: random points per subject and step of the 3D term.
+        volume_grid_size: voxels per side of the cached training volumes of a ``"graf"``
+            generator (a ``"grid"`` generator uses its own grid).
+        pca_init: start a ``"grid"`` generator and the subject codes from the PCA of the
+            training volumes (needs a dataset with volumes; ``"graf"`` generators ignore it).
         seed: random seed.
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    patch_size: int = 32
+    patch_size: int = 16
     batch_size: int = 8
-    min_scale: float = 0.5
-    anneal_iterations: int = 1000
+    min_scale: float = 0.25
+    anneal_iterations: int = 2000
     lr_generator: float = 5e-4
     lr_discriminator: float = 2e-4
     r1_weight: float = 0.1
@@ -112,16 +123,28 @@ class PriorConfig(Config):
     log_every: int = 25
     checkpoint_every: int = 200
     sample_every: int = 200
-    view_weight: float = 0.0
-    volume_weight: float = 0.0
+    view_weight: float = 1.0
+    volume_weight: float = 1.0
     code_weight: float = 1e-2
     volume_points: int = 4096
+    volume_grid_size: int = 32
+    pca_init: bool = True
     seed: int = 0
 
     @property
     def learns_subject_codes(self) -> bool:
         """Whether the reconstruction terms (and so per-subject codes) are on."""
         return self.view_weight > 0 or self.volume_weight > 0
+
+    @property
+    def needs_volumes(self) -> bool:
+        """Whether training reads the dataset's volumes (the 3D term or the PCA start)."""
+        return self.volume_weight > 0 or self.starts_from_pca
+
+    @property
+    def starts_from_pca(self) -> bool:
+        """Whether the generator starts as the PCA model (``pca_init`` on a ``"grid"`` generator)."""
+        return self.pca_init and self.generator.architecture == "grid"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -235,6 +258,27 @@ def _sample_grid(generator: RadianceFieldGenerator, geometry: ProjectionGeometry
     return grid
 
 
+def _training_volumes(dataset: Dataset, size: int, extent_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every training subject's attenuation (1/mm) at the voxel centres of a ``size^3`` grid over
+    the scene cube, ``(N, size, size, size)`` indexed ``[x, y, z]``, and the grid's affine."""
+    affine = grid_affine((size,) * 3, (2.0 * extent_mm / size,) * 3)
+    points = voxel_world_points((size,) * 3, affine).view(size, size, size, 3).float()
+    return torch.stack([dataset.attenuation_at(i, points) for i in range(dataset.num_subjects)]), affine
+
+
+def _initialize_from_pca(generator: RadianceFieldGenerator, codes: SubjectCodes, volumes: torch.Tensor, affine) -> None:
+    """The PCA start of the module docstring (densities in units of the generator's ``scale_per_mm``)."""
+    scale = generator.config.scale_per_mm
+    pca = PCAVolumeModel.from_volumes(volumes / scale, affine)
+    stddevs = pca.variances.sqrt()
+    generator.field.initialize_from_pca(pca.mean, pca.components, stddevs)
+    used = min(pca.num_components, codes.shape_dim)
+    with torch.no_grad():
+        codes.codes.zero_()
+        for i, volume in enumerate(volumes / scale):
+            codes.codes[i, :used] = pca.encode(volume)[:used] / stddevs[:used]
+
+
 class _AdversarialStep:
     """One discriminator and one generator update (the engine's process function)."""
 
@@ -254,6 +298,10 @@ class _AdversarialStep:
             groups.append({"params": list(self.codes.parameters()), "lr": 10.0 * config.lr_generator})
         self.opt_g = torch.optim.Adam(groups, lr=config.lr_generator, betas=(0.0, 0.99))
         self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+        if config.needs_volumes:
+            size = g.grid_size if g.architecture == "grid" else config.volume_grid_size
+            self.volumes, self.volume_affine = _training_volumes(dataset, size, g.extent_mm)
+            self.volumes = self.volumes.to(device)
 
     def _reconstruction_terms(self, batch: dict[str, Any], patches, real: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-subject terms of the module docstring (empty when they are off)."""
@@ -270,7 +318,9 @@ class _AdversarialStep:
             extent = c.generator.extent_mm
             points = (torch.rand(index.shape[0], c.volume_points, 3, generator=self.rng) * 2.0 - 1.0) * extent
             points = points.to(self.device)
-            truth = torch.stack([self.dataset.attenuation_at(int(i), p) for i, p in zip(index, points)])
+            truth = torch.stack(
+                [sample_volume_at(self.volumes[int(i)], self.volume_affine, p) for i, p in zip(index, points)]
+            )
             terms["volume"] = F.mse_loss(self.generator.attenuation(points, z_s, z_a), truth) / MU_WATER_PER_MM**2
         return terms
 
@@ -372,15 +422,20 @@ def train_prior(
         raise GnerfInputError(
             f"the dataset has {len(dataset)} views, fewer than one batch ({config.batch_size}) per rank."
         )
-    if config.volume_weight > 0 and not hasattr(dataset, "attenuation_at"):
-        raise GnerfInputError("volume_weight needs training data with volumes (phantoms or CTs), not views alone.")
+    if config.needs_volumes and not hasattr(dataset, "attenuation_at"):
+        raise GnerfInputError(
+            "volume_weight and pca_init need training data with volumes (phantoms or CTs); "
+            "for views alone set volume_weight 0 and pca_init False."
+        )
     torch.manual_seed(config.seed)
     generator = RadianceFieldGenerator(config.generator).to(device)
     discriminator = PatchDiscriminator(1, config.discriminator_channels, config.discriminator_scales).to(device)
     rank, world_size = _world()
     _broadcast_parameters([generator, discriminator], world_size)
-    ema = copy.deepcopy(generator).requires_grad_(False)
-    step = _AdversarialStep(generator, discriminator, ema, dataset, geo, config, device)
+    step = _AdversarialStep(generator, discriminator, None, dataset, geo, config, device)
+    if config.starts_from_pca:
+        _initialize_from_pca(generator, step.codes, step.volumes.cpu(), step.volume_affine)
+    step.ema = ema = copy.deepcopy(generator).requires_grad_(False)
     engine = Engine(step)
     run = RunState({"kind": "generative prior", "generator": config_to_dict(config.generator),
                     "detector_shape": list(geo.detector_shape), "patch_size": config.patch_size})  # fmt: skip

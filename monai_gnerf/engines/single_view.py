@@ -44,7 +44,7 @@ from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.losses import StructuralLoss, UncertaintyWeightedLoss, VGGFeatureLoss
 from monai_gnerf.networks import RadianceFieldGenerator
 
-__all__ = ["LatentPrior", "SingleViewConfig", "SingleViewFit", "fit_single_view"]
+__all__ = ["LatentPrior", "SingleViewConfig", "SingleViewFit", "copy_input_views", "fit_single_view"]
 
 _LOGGER = logging.getLogger(__name__)
 Weighting = Literal["fixed", "uncertainty"]
@@ -84,7 +84,7 @@ class SingleViewConfig(Config):
     finetune_iterations: int = 150
     latent_lr: float = 0.05
     pose_lr_deg: float = 1.0
-    finetune_lr: float = 2e-4
+    finetune_lr: float = 2e-5
     weighting: Weighting = "uncertainty"
     mse_weight: float = 1.0
     structural_weight: float = 0.1
@@ -336,3 +336,10 @@ def fit_single_view(
     return SingleViewFit(
         model, z[:, :shape_dim], z[:, shape_dim:], float(angle.detach()), history, objective.weights()
     )
+
+
+def copy_input_views(view: torch.Tensor, num_views: int) -> torch.Tensor:
+    """The trivial single-view baseline: the input at every angle of a full orbit, mirrored
+    left-right for the back half (angles strictly between 90 and 270 degrees), ``(V, H, W)``."""
+    back = [90.0 < 360.0 * v / num_views < 270.0 for v in range(num_views)]
+    return torch.stack([view.flip(-1) if is_back else view for is_back in back])

@@ -77,14 +77,14 @@ class GeneratorConfig(Config):
         value_scale: line integral displayed as 1.0.
     """
 
-    architecture: Architecture = "graf"
+    architecture: Architecture = "grid"
     shape_dim: int = 32
     appearance_dim: int = 16
     hidden_features: int = 64
     hidden_layers: int = 3
     num_frequencies: int = 6
     grid_size: int = 32
-    grid_channels: int = 64
+    grid_channels: int = 32
     extent_mm: float = 200.0
     num_samples: int = 24
     render_mode: RenderMode = "line_integral"
@@ -156,12 +156,16 @@ class ConditionalRadianceField(nn.Module):
 
 
 class LatentGridField(nn.Module):
-    """Shape code -> density grid (3D conv decoder), sampled trilinearly; appearance code -> gain.
+    """Shape code -> density grid (linear path + 3D conv decoder), sampled trilinearly; appearance -> gain.
 
-    The decoder starts from a ``4^3`` grid of ``channels`` features (a linear map of the code) and
-    doubles the resolution per level (trilinear upsampling, 3x3x3 convolution, LeakyReLU), halving
-    the channels down to 8, up to ``grid_size^3``. A learned base grid is added before the softplus,
-    so a zero code already decodes to a plausible (mean-like) anatomy.
+    The grid before the final clamp at zero is ``base + linear(z) + decoder(z)``:
+
+    * ``base`` and the linear path form a linear statistical model of the population's volumes
+      (zero until :meth:`initialize_from_pca` sets them to the mean and principal components);
+    * the decoder starts from a ``4^3`` grid of ``channels`` features (a linear map of the code)
+      and doubles the resolution per level (trilinear upsampling, 3x3x3 convolution, LeakyReLU),
+      halving the channels down to 8, up to ``grid_size^3``: the non-linear part. Its last layer
+      starts at zero, so a PCA-initialized field starts as the PCA model.
 
     Args:
         shape_dim: shape code size.
@@ -170,9 +174,9 @@ class LatentGridField(nn.Module):
         channels: feature channels of the coarsest level.
     """
 
-    def __init__(self, shape_dim: int = 32, appearance_dim: int = 16, grid_size: int = 32, channels: int = 64) -> None:
+    def __init__(self, shape_dim: int = 32, appearance_dim: int = 16, grid_size: int = 32, channels: int = 32) -> None:
         super().__init__()
-        self.channels = channels
+        self.channels, self.grid_size = channels, grid_size
         self.seed = nn.Linear(shape_dim, channels * _GRID_START**3)
         layers: list[nn.Module] = []
         width = channels
@@ -181,15 +185,44 @@ class LatentGridField(nn.Module):
             layers += [nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
                        nn.Conv3d(width, narrower, 3, padding=1), nn.LeakyReLU(0.2)]  # fmt: skip
             width = narrower
-        layers.append(nn.Conv3d(width, 1, 3, padding=1))
-        self.decoder = nn.Sequential(*layers)
+        last = nn.Conv3d(width, 1, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, 0.05)  # a faint uniform density to start from
+        self.decoder = nn.Sequential(*layers, last)
         self.base = nn.Parameter(torch.zeros(1, 1, grid_size, grid_size, grid_size))
+        self.linear = nn.Linear(shape_dim, grid_size**3, bias=False)
+        nn.init.zeros_(self.linear.weight)
         self.gain = nn.Linear(appearance_dim, 1)
+
+    def initialize_from_pca(self, mean: torch.Tensor, components: torch.Tensor, stddevs: torch.Tensor) -> None:
+        """Start as a PCA model: ``base = mean``, linear path = components scaled by their stddevs.
+
+        Args:
+            mean: ``(G, G, G)`` mean density (units of the generator's ``scale_per_mm``), indexed
+                ``[x, y, z]`` like the generator's volumes.
+            components: ``(C, G, G, G)`` principal directions, same indexing; the first
+                ``min(C, shape_dim)`` are used.
+            stddevs: ``(C,)`` their standard deviations, so a standard-normal code is a PCA draw.
+        """
+        g = self.grid_size
+        if tuple(mean.shape) != (g, g, g):
+            raise GnerfInputError(f"PCA grid {tuple(mean.shape)} does not match the field's {g}^3 grid.")
+        used = min(components.shape[0], self.linear.in_features)
+        with torch.no_grad():
+            self.base.copy_(mean.permute(2, 1, 0)[None, None])  # [x, y, z] -> grid_sample's [z, y, x]
+            self.linear.weight.zero_()
+            scaled = components[:used] * stddevs[:used, None, None, None]
+            self.linear.weight[:, :used] = scaled.permute(0, 3, 2, 1).reshape(used, -1).T
+            self.decoder[-1].bias.zero_()
+            self.gain.weight.zero_()  # appearance gain 1 until training says otherwise
+            self.gain.bias.zero_()
 
     def grids(self, z_shape: torch.Tensor) -> torch.Tensor:
         """Density grids ``(B, 1, G, G, G)`` (``>= 0``), indexed ``[z, y, x]`` of the scene cube."""
+        g = self.grid_size
         seed = self.seed(z_shape).view(-1, self.channels, _GRID_START, _GRID_START, _GRID_START)
-        return F.softplus(self.base + self.decoder(seed), beta=_SOFTPLUS_BETA)
+        linear = self.linear(z_shape).view(-1, 1, g, g, g)
+        return (self.base + linear + self.decoder(seed)).clamp(min=0.0)
 
     def forward(
         self, points: torch.Tensor, z_shape: torch.Tensor, z_appearance: torch.Tensor

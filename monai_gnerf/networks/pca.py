@@ -57,13 +57,14 @@ class PCAVolumeModel(nn.Module):
             affine: the grid's voxel index -> world mm.
             num_components: components kept (default all ``N - 1`` with non-zero variance).
         """
-        if volumes.ndim != 4 or volumes.shape[0] < 2:
-            raise GnerfInputError(f"PCA needs at least two volumes (N, I, J, K); got shape {tuple(volumes.shape)}.")
+        if volumes.ndim != 4 or volumes.shape[0] < 1:
+            raise GnerfInputError(f"PCA needs volumes (N, I, J, K); got shape {tuple(volumes.shape)}.")
         data = volumes.double().flatten(1)
         mean = data.mean(0)
         _, singular, basis = torch.linalg.svd(data - mean, full_matrices=False)
-        variances = singular**2 / (data.shape[0] - 1)
-        keep = int((variances > variances[0] * 1e-10).sum()) if num_components is None else int(num_components)
+        variances = singular**2 / max(1, data.shape[0] - 1)
+        significant = int((variances > max(float(variances[0]), 1e-30) * 1e-10).sum())  # none for one volume
+        keep = significant if num_components is None else int(num_components)
         shape = volumes.shape[1:]
         return cls(mean.view(shape), basis[:keep].reshape(keep, *shape), variances[:keep], affine)
 

@@ -11,6 +11,7 @@ import torch
 
 from monai_gnerf.apps.cli import main
 from monai_gnerf.data import example_ct_path
+from monai_gnerf.geometry import load_geometry, volume_center_mm
 from monai_gnerf.io import load_ct, load_projections, read_png16
 from monai_gnerf.physics import hu_to_attenuation
 from monai_gnerf.render import render_drr
@@ -71,11 +72,18 @@ def test_reconstruct_and_demo_commands(tmp_path, capsys):
     ct = load_ct(example_ct_path())
     for got, want in zip(box_corners(volume.affine, volume.shape), box_corners(ct.affine.numpy(), ct.shape)):
         assert np.allclose(got, want, atol=1e-3)  # same field of view as the CT: it overlays
-    main(["demo", "--out", str(tmp_path / "demo"), "--views", "6", "--budget_s", "2", "--spacing_mm", "6"])
+    main(["demo", "--out", str(tmp_path / "demo"), "--views", "6", "--budget_s", "2", "--spacing_mm", "6",
+          "--single_view_budget_s", "3"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert "fdk   3D PSNR" in printed and "grid  3D PSNR" in printed
+    assert "fdk   3D PSNR" in printed and "grid  3D PSNR" in printed and "copy-the-input baseline" in printed
     for name in ("truth.nii.gz", "fdk.nii.gz", "grid.nii.gz", "figure.png", "metrics.json"):
         assert (tmp_path / "demo" / name).is_file()
+    single = tmp_path / "demo" / "single_view"
+    views, _ = load_projections(single / "views")
+    assert views.shape[0] == 72 and (single / "figure.png").is_file()
+    volume = nib.load(single / "volume.nii.gz")
+    centre = volume.affine @ np.array([*(np.array(volume.shape) - 1) / 2.0, 1.0])
+    assert np.allclose(centre[:3], volume_center_mm(ct.affine, ct.shape).numpy(), atol=1e-3)  # overlays the CT
 
 
 def test_train_prior_then_single_view_commands(tmp_path, capsys):
@@ -111,3 +119,20 @@ def test_single_view_with_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"monai-gnerf: error: checkpoint not found: {tmp_path / 'none.pt'}"
     assert not (tmp_path / "o").exists()
+
+
+def test_single_view_of_a_cr_with_zero_pixel_spacing_warns_and_gives_a_result(tmp_path, caplog):
+    from dicom_utils import write_dx
+
+    ct = load_ct(example_ct_path())
+    geometry = load_geometry("mednerf_chest").with_detector_shape(96, 96).with_uniform_angles(1)
+    drr = render_drr(hu_to_attenuation(ct), geometry)[0].numpy()
+    pixels = np.round(drr / drr.max() * 4000).astype(np.uint16)  # a DX-like 12-bit image of the CT
+    write_dx(tmp_path / "cr.dcm", pixels, PixelSpacing=[0, 0], Modality="CR")
+    out = tmp_path / "single"
+    main(["single-view", str(tmp_path / "cr.dcm"), "--out", str(out), "--latent_iterations", "2",
+          "--finetune_iterations", "1", "--restarts", "1", "--volume_size", "8", "--views", "4"])  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("monai_gnerf")]
+    assert any("PixelSpacing [0.0, 0.0] is not a pixel spacing" in w for w in warnings)
+    assert any("no pixel spacing; estimated" in w for w in warnings)
+    assert (out / "volume.nii.gz").is_file() and (out / "views" / "projections.nii.gz").is_file()

@@ -12,7 +12,7 @@ from gnerf_testing import TINY_GENERATOR, tiny_config
 from monai_gnerf.engines import latest_checkpoint, train_prior
 from monai_gnerf.engines.prior import CHECKPOINT_PREFIX
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.networks.generator import GeneratorConfig, RadianceFieldGenerator
+from monai_gnerf.networks.generator import RadianceFieldGenerator
 
 
 def test_adversarial_steps_change_both_networks_with_finite_losses(one_subject):
@@ -38,7 +38,7 @@ def test_prior_checkpoint_resume_round_trip(one_subject, tmp_path):
     resumed = train_prior(dataset, geometry, tiny_config(6, checkpoint_every=2), work_dir=work, progress=False)
     assert resumed.iterations == 6
     assert latest_checkpoint(work, CHECKPOINT_PREFIX).name.endswith("_6.pt")
-    bigger = tiny_config(8, generator=GeneratorConfig(num_samples=16, hidden_features=48, hidden_layers=2))
+    bigger = tiny_config(8, generator=dataclasses.replace(TINY_GENERATOR, hidden_features=48))
     with pytest.raises(GnerfInputError, match="incompatible checkpoint"):
         train_prior(dataset, geometry, bigger, work_dir=work, progress=False)
 
@@ -47,7 +47,8 @@ def test_the_3d_and_view_terms_fall_and_give_a_latent_distribution(one_subject):
     from gnerf_testing import TINY_GRID_GENERATOR
 
     geometry, dataset = one_subject
-    config = dataclasses.replace(tiny_config(60), generator=TINY_GRID_GENERATOR, volume_weight=1.0, view_weight=1.0)
+    config = dataclasses.replace(tiny_config(60), generator=TINY_GRID_GENERATOR, volume_weight=1.0, view_weight=1.0,
+                                 pca_init=False)  # fmt: skip
     first = train_prior(dataset, geometry, dataclasses.replace(config, max_iterations=1), progress=False).losses
     result = train_prior(dataset, geometry, config, progress=False)
     last = result.losses
@@ -55,8 +56,9 @@ def test_the_3d_and_view_terms_fall_and_give_a_latent_distribution(one_subject):
     assert last["loss_view"] < 0.5 * first["loss_view"], (first, last)
     dim = TINY_GRID_GENERATOR.shape_dim + TINY_GRID_GENERATOR.appearance_dim
     assert result.latent_mean.shape == (dim,) and result.latent_covariance.shape == (dim, dim)
-    with pytest.raises(GnerfInputError, match="volume_weight needs"):
+    with pytest.raises(GnerfInputError, match="volume_weight and pca_init need"):
         train_prior(_ViewsOnly(dataset), geometry, config, progress=False)
+    assert not dataclasses.replace(tiny_config(1), pca_init=True).starts_from_pca  # graf generators ignore it
 
 
 class _ViewsOnly(torch.utils.data.Dataset):

@@ -5,33 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from dicom_utils import write_dx
 
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import load_geometry
 from monai_gnerf.io import XRayImage, load_xray, save_projections, to_model_detector
-
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-
-
-def write_dx(path, pixels: np.ndarray, **tags) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = tags.pop("PhotometricInterpretation", "MONOCHROME2")
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
 
 def test_dicom_dx_rescale_monochrome1_and_distances(tmp_path):
     pixels = np.tile(np.arange(20, dtype=np.uint16) * 100, (10, 1))
@@ -171,3 +149,15 @@ def test_a_constant_image_is_one_clear_error(tmp_path):
     write_dx(tmp_path / "flat.dcm", np.full((8, 8), 7, dtype=np.uint16))
     with pytest.raises(GnerfInputError, match="constant image"):
         load_xray(tmp_path / "flat.dcm")
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB"])
+def test_plain_png_reads_as_rows_and_columns_without_spacing(tmp_path, mode):
+    from PIL import Image
+
+    pixels = (np.arange(12 * 20).reshape(12, 20) % 200).astype(np.uint16 if mode == "I;16" else np.uint8)
+    image = Image.fromarray(pixels) if mode != "RGB" else Image.fromarray(np.stack([pixels] * 3, -1))
+    image.save(tmp_path / "cxr.png")
+    xray = load_xray(tmp_path / "cxr.png")
+    assert tuple(xray.values.shape) == (12, 20) and xray.pixel_spacing_mm is None and not xray.is_line_integral
+    assert torch.allclose(xray.values, torch.from_numpy(pixels.astype(np.float32)))

@@ -34,7 +34,7 @@ def test_generator_renders_line_integrals_of_its_attenuation(architecture):
 
 
 def test_alpha_compositing_mode_is_bounded_by_the_appearance():
-    generator = RadianceFieldGenerator(GeneratorConfig(render_mode="alpha", hidden_features=16, hidden_layers=2))
+    generator = RadianceFieldGenerator(dataclasses.replace(TINY_GENERATOR, render_mode="alpha"))
     z = generator.sample_latents(2, torch.Generator().manual_seed(1))
     o, d = tiny_geometry().rays_at(torch.tensor([0.0, 90.0]), torch.rand(2, 50) * 31, torch.rand(2, 50) * 31)
     pixels = generator(*z, o, d)
@@ -67,9 +67,13 @@ def test_generator_architectures_share_one_interface_and_file(tmp_path, architec
         volume, affine = loaded.volume(*z, (8, 8, 8))
     assert views.shape == (4, 32, 32) and torch.equal(views, generator.render_views(*z, geometry))
     assert volume.shape == (8, 8, 8) and float(volume.min()) >= 0 and affine[0, 0] == 50.0
-    loss = generator(*z, *geometry.rays_at(torch.tensor([0.0]), *[g[None] for g in geometry.pixel_grid()])).sum()
-    loss.backward()  # every weight of either field learns from rendered pixels
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+    rays = geometry.rays_at(torch.tensor([0.0]), *[g[None] for g in geometry.pixel_grid()])
+    optimizer = torch.optim.SGD(generator.parameters(), lr=1e-3)
+    for _ in range(2):  # the grid decoder's last layer starts at zero: the layers before it learn from step 2
+        optimizer.zero_grad()
+        (generator(*z, *rays) - 1.0).pow(2).mean().backward()  # brighter: no density is clamped away
+        optimizer.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())  # every weight learns
 
 
 def test_old_generator_files_load_as_graf_and_bad_grids_are_refused(tmp_path):
@@ -95,3 +99,23 @@ def test_generator_file_refusals(tmp_path):
 
 
 # ---------------------------------------------------------------- single view
+
+
+def test_a_pca_initialized_grid_generator_is_the_pca_model():
+    from monai_gnerf.data import PhantomPopulation
+    from monai_gnerf.data.phantoms import grid_affine
+    from monai_gnerf.networks import PCAVolumeModel
+
+    config = dataclasses.replace(TINY_GRID_GENERATOR, shape_dim=8)
+    generator = RadianceFieldGenerator(config).eval()
+    n, spacing = config.grid_size, 2.0 * config.extent_mm / config.grid_size
+    population = PhantomPopulation("chest", seed=4)
+    volumes = torch.stack([population.subject(i).voxelize((n,) * 3, (spacing,) * 3).as_tensor() for i in range(5)])
+    pca = PCAVolumeModel.from_volumes(volumes / config.scale_per_mm, grid_affine((n,) * 3, (spacing,) * 3))
+    stddevs = pca.variances.sqrt()
+    generator.field.initialize_from_pca(pca.mean, pca.components, stddevs)
+    code = torch.zeros(1, 8)
+    code[0, : pca.num_components] = pca.encode(volumes[3] / config.scale_per_mm) / stddevs
+    with torch.no_grad():
+        volume, _ = generator.volume(code, torch.zeros(1, config.appearance_dim), (n,) * 3)
+    assert torch.allclose(volume, volumes[3].clamp(min=0), atol=1e-4 * float(volumes.max()))

@@ -168,8 +168,8 @@ class GnerfReconstructionLogicCore:
     # ------------------------------------------------------------------ plans
     def _plan(self, params: ReconstructionParameters, bundle_dir: Path, work_dir: Path) -> _Plan:
         self._check_bundle(bundle_dir, params)
-        if params.method == "generative" and not Path(params.checkpoint).is_file():
-            raise GnerfInputProblem("the single-view generative method needs a model checkpoint file.")
+        if params.method == "generative" and params.checkpoint and not Path(params.checkpoint).is_file():
+            raise GnerfInputProblem(f"the model checkpoint {params.checkpoint} is not a file.")
         if params.source == "ct":
             return self._plan_from_ct(params, bundle_dir, work_dir)
         return self._plan_from_xrays(params, bundle_dir, work_dir)
@@ -232,7 +232,8 @@ class GnerfReconstructionLogicCore:
         def inference_args() -> list[str]:
             return bundle_command(
                 self.python, bundle_dir, "inference.json",
-                {"xray": xray(), "checkpoint": params.checkpoint, "output_dir": out, "device": params.device},
+                {"xray": xray(), "output_dir": out, "device": params.device,
+                 **({"checkpoint": params.checkpoint} if params.checkpoint else {})},  # empty: the bundle's model
             )  # fmt: skip
 
         steps.append(Step("single-view generative reconstruction", inference_args, weight=1.0))

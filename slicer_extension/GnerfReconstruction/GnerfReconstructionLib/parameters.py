@@ -100,7 +100,8 @@ class ReconstructionParameters:
         source_to_detector_mm: source-to-detector distance (SDD) of a custom geometry, mm.
         use_node_spacing: take the detector pixel size from the X-ray nodes' spacing (DICOM DX/CR
             keep it); otherwise the preset's detector size is spread over the nodes' pixels.
-        checkpoint: model checkpoint of the single-view generative method.
+        checkpoint: model checkpoint of the single-view generative method; empty: the bundle's
+            shipped chest prior (``models/model.pt``).
         device: ``cpu`` or ``cuda``.
         budget_s: wall-time budget of the training methods, seconds.
         spacing_mm: voxel size of the reconstruction, mm; 0 chooses it from the data.
