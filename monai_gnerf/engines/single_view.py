@@ -47,7 +47,7 @@ from monai_gnerf.networks import RadianceFieldGenerator
 __all__ = ["LatentPrior", "SingleViewConfig", "SingleViewFit", "copy_input_views", "fit_single_view"]
 
 _LOGGER = logging.getLogger(__name__)
-Weighting = Literal["fixed", "uncertainty"]
+Weighting = Literal["fixed", "uncertainty", "uncertainty_ratio"]
 
 
 @dataclass
@@ -64,7 +64,10 @@ class SingleViewConfig(Config):
         latent_lr: Adam learning rate of the codes.
         pose_lr_deg: Adam learning rate of the angle, degrees.
         finetune_lr: Adam learning rate of the generator weights.
-        weighting: ``"fixed"`` (``mse_weight``, ``structural_weight``) or ``"uncertainty"``.
+        weighting: ``"fixed"`` (``mse_weight``, ``structural_weight``), ``"uncertainty"``
+            (UMedNeRF's learned weights) or ``"uncertainty_ratio"`` (the same learned weights
+            normalized to sum to 1: the learned mix of the two terms, the data term's total
+            weight fixed against the latent penalty).
         mse_weight: fixed weight of the pixel MSE.
         structural_weight: fixed weight of the structural term.
         structural_loss: ``"ssim"`` (no weights needed) or ``"vgg"`` (needs ``vgg_weights``).
@@ -98,10 +101,6 @@ class SingleViewConfig(Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weighting not in ("fixed", "uncertainty"):
-            raise GnerfInputError(f"weighting must be 'fixed' or 'uncertainty', got {self.weighting!r}.")
-        if self.structural_loss not in ("ssim", "vgg"):
-            raise GnerfInputError(f"structural_loss must be 'ssim' or 'vgg', got {self.structural_loss!r}.")
         if self.restarts < 1 or self.latent_iterations < 0 or self.finetune_iterations < 0:
             raise GnerfInputError("restarts must be >= 1 and iteration counts >= 0.")
         if self.coarse_factor < 1 or not 0.0 <= self.coarse_fraction <= 1.0:
@@ -170,24 +169,36 @@ class SingleViewFit:
 
 
 class _Objective(nn.Module):
-    """Pixel MSE + structural term, fixed or uncertainty-weighted, on display-unit images."""
+    """Pixel MSE + structural term, fixed or uncertainty-weighted, on display-unit images.
+
+    With ``"uncertainty_ratio"`` the uncertainties learn from the terms' magnitudes exactly as with
+    ``"uncertainty"`` (their own objective on the detached terms), while the image is fitted with
+    the learned weights normalized to sum to 1.
+    """
 
     def __init__(self, config: SingleViewConfig) -> None:
         super().__init__()
         self.config = config
         self.structural = VGGFeatureLoss(config.vgg_weights) if config.structural_loss == "vgg" else StructuralLoss()
-        self.uncertainty = UncertaintyWeightedLoss(2) if config.weighting == "uncertainty" else None
+        self.uncertainty = UncertaintyWeightedLoss(2) if config.weighting != "fixed" else None
 
     def forward(self, rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         terms = [F.mse_loss(rendered, target), self.structural(rendered[None], target[None])]
-        if self.uncertainty is not None:
+        if self.uncertainty is None:
+            return self.config.mse_weight * terms[0] + self.config.structural_weight * terms[1]
+        if self.config.weighting == "uncertainty":
             return self.uncertainty(terms)
-        return self.config.mse_weight * terms[0] + self.config.structural_weight * terms[1]
+        mix = self._ratio()
+        return mix[0] * terms[0] + mix[1] * terms[1] + self.uncertainty([t.detach() for t in terms])
+
+    def _ratio(self) -> torch.Tensor:
+        w = self.uncertainty.weights().detach()
+        return w / w.sum()
 
     def weights(self) -> tuple[float, float]:
         if self.uncertainty is None:
             return self.config.mse_weight, self.config.structural_weight
-        w = self.uncertainty.weights().detach()
+        w = self._ratio() if self.config.weighting == "uncertainty_ratio" else self.uncertainty.weights().detach()
         return float(w[0]), float(w[1])
 
 

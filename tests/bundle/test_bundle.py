@@ -482,7 +482,7 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         ("train.json", {"prior#batch_size": 0}, "batch_size and max_iterations must be >= 1"),
         ("inference.json", {"xray": "{tmp}/missing.png"}, "X-ray file not found: {tmp}/missing.png"),
         ("inference.json", {"xray": "{projections}/png/view_000.png", "fit#weighting": "learned"},
-         "weighting must be 'fixed' or 'uncertainty', got 'learned'"),
+         "weighting must be 'fixed', 'uncertainty' or 'uncertainty_ratio', got 'learned'"),
         ("inference.json", {"checkpoint": "{projections}/geometry.json"}, "cannot load checkpoint"),
     ],
 )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -69,3 +70,16 @@ def test_single_view_budget_bounds_the_fit_time(one_subject, trained_prior):
     fit = fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False)
     elapsed = time.monotonic() - start
     assert elapsed < 4.0 and 10 < len(fit.history) < 20_000
+
+
+def test_uncertainty_ratio_learns_the_mix_with_a_fixed_total(one_subject, trained_prior):
+    geometry, dataset = one_subject
+    truth = dataset.views(0)[0]
+    config = SingleViewConfig(weighting="uncertainty_ratio", restarts=1, latent_iterations=30, finetune_iterations=10)
+    fit = fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False)
+    mse_share, structural_share = fit.task_weights
+    assert mse_share + structural_share == pytest.approx(1.0)
+    assert mse_share > 0.5  # the uncertainties learned that the pixel MSE is the smaller, surer term
+    plain = fit_single_view(trained_prior.generator, trained_prior.geometry, truth,
+                            dataclasses.replace(config, weighting="uncertainty"), progress=False)  # fmt: skip
+    assert sum(plain.task_weights) > 1.5  # UMedNeRF's own weights grow as the losses fall
