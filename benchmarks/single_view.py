@@ -47,10 +47,10 @@ import torch
 
 from monai_gnerf.config import config_to_dict
 from monai_gnerf.data import PhantomPopulation, PhantomViewDataset, example_ct_path
-from monai_gnerf.data.phantoms import grid_affine
+from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.apps import single_view_figure
 from monai_gnerf.engines import LatentPrior, SingleViewConfig, copy_input_views, fit_single_view
-from monai_gnerf.geometry import load_geometry, volume_center_mm, voxel_world_points
+from monai_gnerf.geometry import load_geometry, volume_center_mm
 from monai_gnerf.io import load_ct, load_projections, save_projections
 from monai_gnerf.metrics import (
     RandomConvFeatures,
@@ -90,8 +90,7 @@ def volume_metrics(volume: torch.Tensor, truth: torch.Tensor) -> dict[str, float
 
 def cube_points(extent_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Voxel centres ``(n, n, n, 3)`` of the generator's volume grid and its affine."""
-    affine = grid_affine((VOLUME_SIZE,) * 3, (2.0 * extent_mm / VOLUME_SIZE,) * 3)
-    return voxel_world_points((VOLUME_SIZE,) * 3, affine).view(VOLUME_SIZE, VOLUME_SIZE, VOLUME_SIZE, 3), affine
+    return centered_grid((VOLUME_SIZE,) * 3, (2.0 * extent_mm / VOLUME_SIZE,) * 3)
 
 
 class TrainedPrior:
@@ -100,8 +99,7 @@ class TrainedPrior:
     def __init__(self, path: Path) -> None:
         self.generator, self.geometry, self.extra = load_generator(path)
         self.iterations, self.seconds = self.extra["iterations"], self.extra["seconds"]
-        self.latent_mean = self.extra.get("latent_mean")
-        self.latent_covariance = self.extra.get("latent_covariance")
+        self.latent_prior = LatentPrior.of_generator(self.generator, self.extra)
 
 
 def train(name: str, args, work: Path, *flags: str) -> TrainedPrior:
@@ -139,17 +137,16 @@ def load_ct_free_volume(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(nib.load(str(path)).dataobj, dtype=np.float32))
 
 
-def prior_fit(prior, truth_view: torch.Tensor, config: SingleViewConfig, points: torch.Tensor):
-    """Fit, then render the 72 views (line integrals) and sample the volume on the cube grid."""
-    latent = LatentPrior(prior.latent_mean, prior.latent_covariance) if prior.latent_mean is not None else None
+def prior_fit(prior: TrainedPrior, truth_view: torch.Tensor, config: SingleViewConfig):
+    """Fit, then render the 72 views (line integrals) and the volume on the cube grid."""
     start = time.perf_counter()
-    fit = fit_single_view(prior.generator, prior.geometry, truth_view, config, progress=False, latent_prior=latent)
+    fit = fit_single_view(prior.generator, prior.geometry, truth_view, config, progress=False,
+                          latent_prior=prior.latent_prior)  # fmt: skip
     seconds = time.perf_counter() - start
     with torch.no_grad():
         views = fit.generator.render_views(fit.z_shape, fit.z_appearance, prior.geometry)
-        volume = fit.generator.attenuation(points.reshape(1, -1, 3).float(), fit.z_shape, fit.z_appearance)
-    scale = prior.generator.config.value_scale
-    return views * scale, volume.view(points.shape[:3]), seconds, list(fit.task_weights)
+        volume, _ = fit.generator.volume(fit.z_shape, fit.z_appearance, (VOLUME_SIZE,) * 3)
+    return views * prior.generator.config.value_scale, volume, seconds, list(fit.task_weights)
 
 
 def choose_noise_variance(pca: PCAVolumeModel, population, geometry, points) -> float:
@@ -223,7 +220,7 @@ def main() -> None:
                                                       structural_weight=weights[1])  # fmt: skip
 
             def run(truth_views, _, prior=prior, fit=fit):
-                views, volume, seconds, task_weights = prior_fit(prior, truth_views[0], fit, points)
+                views, volume, seconds, task_weights = prior_fit(prior, truth_views[0], fit)
                 return views, volume, seconds, {"task_weights": task_weights}
 
             methods[label] = run

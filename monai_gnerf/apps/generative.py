@@ -26,7 +26,7 @@ from monai_gnerf.data import (
     example_ct_path,
     example_prior_path,
 )
-from monai_gnerf.data.phantoms import grid_affine
+from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.engines import (
     LatentPrior,
     PriorConfig,
@@ -36,7 +36,7 @@ from monai_gnerf.engines import (
     train_prior,
 )
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.geometry import ProjectionGeometry, load_geometry, volume_center_mm, voxel_world_points
+from monai_gnerf.geometry import ProjectionGeometry, load_geometry, volume_center_mm
 from monai_gnerf.io import (
     atomic_output_dir,
     atomic_output_file,
@@ -48,7 +48,7 @@ from monai_gnerf.io import (
     to_model_detector,
 )
 from monai_gnerf.metrics import normalize_to_reference, psnr
-from monai_gnerf.networks import RadianceFieldGenerator, load_generator, save_generator
+from monai_gnerf.networks import load_generator, save_generator
 from monai_gnerf.physics import MU_WATER_PER_MM, attenuation_to_hu, hu_to_attenuation
 from monai_gnerf.render import render_drr, sample_volume_at
 
@@ -271,12 +271,6 @@ def single_view_reconstruction(
     return summary
 
 
-def _cube_points(generator: RadianceFieldGenerator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Voxel centres ``(size, size, size, 3)`` (mm, isocenter at 0) of the generator's volume grid, and its affine."""
-    affine = grid_affine((size,) * 3, (2.0 * generator.config.extent_mm / size,) * 3)
-    return voxel_world_points((size,) * 3, affine).view(size, size, size, 3), affine
-
-
 def example_single_view(
     out: str | Path, budget_s: float = 40.0, device: str | torch.device = "cpu", volume_size: int = 64
 ) -> dict[str, Any]:
@@ -299,12 +293,11 @@ def example_single_view(
     fit_config = SingleViewConfig(budget_s=budget_s)
     fit = fit_single_view(generator, geometry, true_views[0].to(device), fit_config, device,
                           latent_prior=LatentPrior.of_generator(generator, extra))  # fmt: skip
-    points, affine = _cube_points(generator, volume_size)
     with torch.no_grad():
         views = fit.generator.render_views(fit.z_shape, fit.z_appearance, orbit).cpu() * generator.config.value_scale
-        volume = fit.generator.attenuation(points.reshape(1, -1, 3).float().to(device), fit.z_shape, fit.z_appearance)
-    volume = volume.view(points.shape[:3]).cpu()
-    true_volume = sample_volume_at(mu, ct.affine, points + centre).float()
+        volume, affine = fit.generator.volume(fit.z_shape, fit.z_appearance, (volume_size,) * 3)
+    points, _ = centered_grid((volume_size,) * 3, (2.0 * generator.config.extent_mm / volume_size,) * 3)
+    volume, true_volume = volume.cpu(), sample_volume_at(mu, ct.affine, points + centre).float()
     data_range = float(true_views.max())
     estimate, reference = normalize_to_reference(volume, true_volume)
     summary = {

@@ -21,9 +21,10 @@ from typing import Sequence
 import torch
 from monai.data import MetaTensor
 
+from monai_gnerf.geometry import voxel_world_points
 from monai_gnerf.physics import MU_WATER_PER_MM
 
-__all__ = ["Ellipsoid", "EllipsoidPhantom", "shepp_logan_phantom", "chest_phantom", "grid_affine"]
+__all__ = ["Ellipsoid", "EllipsoidPhantom", "shepp_logan_phantom", "chest_phantom", "grid_affine", "centered_grid"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,13 @@ def grid_affine(shape: Sequence[int], spacing_mm: Sequence[float]) -> torch.Tens
         affine[axis, axis] = float(s)
         affine[axis, 3] = -(n - 1) / 2.0 * float(s)
     return affine
+
+
+def centered_grid(shape: Sequence[int], spacing_mm: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """World positions (mm, float64) of the voxel centres ``(I, J, K, 3)`` of a grid centred on the
+    origin, and its :func:`grid_affine` (e.g. a generator's scene cube, the isocenter at 0)."""
+    affine = grid_affine(shape, spacing_mm)
+    return voxel_world_points(shape, affine).view(*shape, 3), affine
 
 
 def _scaled(rows: Sequence[tuple[float, ...]], size_mm: float) -> tuple[Ellipsoid, ...]:

@@ -59,9 +59,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from monai_gnerf.config import Config, config_to_dict
 from monai_gnerf.engines.handlers import RunState, attach_training_handlers, run_engine
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.geometry import ProjectionGeometry, load_geometry, voxel_world_points
+from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io import atomic_output_file
-from monai_gnerf.data.phantoms import grid_affine
+from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.networks import GeneratorConfig, PatchDiscriminator, PCAVolumeModel, RadianceFieldGenerator
 from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.render import PatchRaySampler, sample_image_patches, sample_volume_at
@@ -261,8 +261,8 @@ def _sample_grid(generator: RadianceFieldGenerator, geometry: ProjectionGeometry
 def _training_volumes(dataset: Dataset, size: int, extent_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Every training subject's attenuation (1/mm) at the voxel centres of a ``size^3`` grid over
     the scene cube, ``(N, size, size, size)`` indexed ``[x, y, z]``, and the grid's affine."""
-    affine = grid_affine((size,) * 3, (2.0 * extent_mm / size,) * 3)
-    points = voxel_world_points((size,) * 3, affine).view(size, size, size, 3).float()
+    points, affine = centered_grid((size,) * 3, (2.0 * extent_mm / size,) * 3)
+    points = points.float()
     return torch.stack([dataset.attenuation_at(i, points) for i in range(dataset.num_subjects)]), affine
 
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_gnerf.config import Config
+from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.networks.encodings import FrequencyEncoding
@@ -355,15 +356,9 @@ class RadianceFieldGenerator(nn.Module):
         Returns:
             ``(I, J, K)`` attenuation and its float64 4x4 affine (voxel index -> mm).
         """
-        extent = self.config.extent_mm
-        spacing = [2.0 * extent / n for n in shape]
-        axes = [(torch.arange(n, dtype=torch.float32) + 0.5) * s - extent for n, s in zip(shape, spacing)]
-        points = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(1, -1, 3).to(z_shape.device)
+        points, affine = centered_grid(shape, [2.0 * self.config.extent_mm / n for n in shape])
+        points = points.reshape(1, -1, 3).to(device=z_shape.device, dtype=torch.float32)
         values = [
             self.attenuation(points[:, i : i + chunk], z_shape, z_appearance) for i in range(0, points.shape[1], chunk)
         ]
-        affine = torch.eye(4, dtype=torch.float64)
-        for axis, (s, start) in enumerate(zip(spacing, axes)):
-            affine[axis, axis] = s
-            affine[axis, 3] = float(start[0])
         return torch.cat(values, dim=1).view(*shape), affine
