@@ -14,8 +14,10 @@ Held-out subjects (indices from 10_000, never seen in training) are reconstructe
 * **population mean**: the mean training views per angle and the mean training volume;
 * **PCA fit**: the training volumes' PCA fitted to the view through the Joseph projector (MAP, its
   noise variance chosen on validation subjects 20_000.., never the test subjects);
-* **GRAF prior + learned weights**, **grid prior** with UMedNeRF's fixed weights (Table 3:
-  0.6/0.4, 0.5/0.5, 0.4/0.6 for MSE/structural) and with the learned uncertainty weights.
+* **GRAF prior** and **grid prior** with the default weighting (UMedNeRF's learned uncertainty
+  weights normalized to sum to 1, ``weighting="uncertainty_ratio"``); the grid prior also with
+  UMedNeRF's fixed weights (Table 3: 0.6/0.4, 0.5/0.5, 0.4/0.6 for MSE/structural) and with the
+  learned weights as published (``weighting="uncertainty"``).
 
 Columns: 2D PSNR/SSIM over the 71 unseen views (data range: the subject's largest true line
 integral), 3D PSNR/SSIM of the volume (64^3 over the 400 mm scene cube, min-max normalized with
@@ -71,6 +73,7 @@ HELD_OUT_START, VALIDATION_START = 10_000, 20_000
 VOLUME_SIZE = 64
 FIXED_WEIGHTS = ((0.6, 0.4), (0.5, 0.5), (0.4, 0.6))
 FIT = SingleViewConfig()  # what `monai-gnerf single-view` does by default
+DEFAULT_LABEL = "learned weights, normalized (default)"
 
 
 def view_metrics(views: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -213,17 +216,17 @@ def main() -> None:
         "population mean": lambda v, _: (mean_views, mean_volume, 0.0, {}),
         "PCA fit": pca_fit,
     }
-    for name, prior, weightings in (("GRAF prior", graf, [None]), ("grid prior", grid, [*FIXED_WEIGHTS, None])):
-        for weights in weightings:
-            label = f"{name} + {'learned weights' if weights is None else f'fixed {weights[0]}/{weights[1]}'}"
-            fit = FIT if weights is None else replace(FIT, weighting="fixed", mse_weight=weights[0],
-                                                      structural_weight=weights[1])  # fmt: skip
+    fixed = [(f"fixed {m}/{w}", replace(FIT, weighting="fixed", mse_weight=m, structural_weight=w)) for m, w in FIXED_WEIGHTS]
+    published = ("learned weights (UMedNeRF)", replace(FIT, weighting="uncertainty"))
+    for name, prior, weightings in (("GRAF prior", graf, [(DEFAULT_LABEL, FIT)]),
+                                    ("grid prior", grid, [*fixed, published, (DEFAULT_LABEL, FIT)])):  # fmt: skip
+        for label, fit in weightings:
 
             def run(truth_views, _, prior=prior, fit=fit):
                 views, volume, seconds, task_weights = prior_fit(prior, truth_views[0], fit)
                 return views, volume, seconds, {"task_weights": task_weights}
 
-            methods[label] = run
+            methods[f"{name} + {label}"] = run
 
     rows: list[dict] = []
     figure_cases = []
@@ -237,7 +240,7 @@ def main() -> None:
         for method, (views, _) in outputs.items():
             unseen[method].append(views[1::6])
         if subject < HELD_OUT_START + 2:
-            best = outputs["grid prior + learned weights"]
+            best = outputs[f"grid prior + {DEFAULT_LABEL}"]
             figure_cases.append((f"subject {subject} (grid prior)", truth_views, best[0], truth_volume, best[1]))
 
     # the example CT: real anatomy no prior saw (its isocenter is its volume centre)
