@@ -6,8 +6,11 @@ MONAI bundle and the 3D Slicer module are fed from those fields:
 
 * :class:`Config`: the base of every config dataclass; on construction each field is checked and
   converted against its type (``int``, ``float``, ``bool``, ``str``, ``Literal`` choices,
-  ``X | None``, tuples and nested configs), each failure one sentence naming the field, so the
-  library, the CLI, the bundle (which builds configs with ``_target_``) and Slicer share one check.
+  ``X | None``, tuples and nested configs) and its allowed range (:class:`Range`, attached as
+  ``Annotated[float, Range(gt=0)]`` or one of the aliases :data:`PositiveInt`,
+  :data:`PositiveFloat`, ...), each failure one sentence naming the field, its value and what is
+  allowed, so the library, the CLI, the bundle (which builds configs with ``_target_``) and Slicer
+  share one check before any work starts.
 * :func:`config_to_dict` / :func:`config_from_dict`: the JSON form of any config (nested configs
   become nested objects, tuples become lists); unknown keys are refused.
 * :func:`config_leaves` flattens a config class into its leaf fields (the CLI's options).
@@ -18,19 +21,82 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
 from monai_gnerf.errors import GnerfInputError
 
-__all__ = ["Config", "ConfigLeaf", "config_from_dict", "config_leaves", "config_to_dict", "field_docs", "nest"]
+__all__ = [
+    "Config",
+    "ConfigLeaf",
+    "Fraction",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "PositiveFloat",
+    "PositiveInt",
+    "Range",
+    "UnitInterval",
+    "config_from_dict",
+    "config_leaves",
+    "config_to_dict",
+    "field_docs",
+    "nest",
+]
 
 T = TypeVar("T")
 _SECTION = re.compile(r"^\s*(Args|Arguments|Attributes|Parameters):\s*$")
 _ENTRY = re.compile(r"^(\s*)(\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed interval of a numeric config field; any bound may be left open (``None``).
+
+    Args:
+        ge: smallest allowed value.
+        gt: every value must exceed this.
+        le: largest allowed value.
+        lt: every value must stay below this.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` is finite and inside the interval."""
+        if not math.isfinite(value):
+            return False
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def describe(self) -> str:
+        """The bounds as text, e.g. ``">= 1"`` or ``"> 0 and <= 1"``."""
+        bounds = [(">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)]
+        return " and ".join(f"{op} {bound:g}" for op, bound in bounds if bound is not None)
+
+
+PositiveInt = Annotated[int, Range(ge=1)]
+"""An integer >= 1 (counts, sizes, intervals in steps)."""
+NonNegativeInt = Annotated[int, Range(ge=0)]
+"""An integer >= 0 (step counts that may be zero)."""
+PositiveFloat = Annotated[float, Range(gt=0)]
+"""A finite number > 0 (lengths in mm, seconds, learning rates, attenuations)."""
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+"""A finite number >= 0 (loss weights)."""
+UnitInterval = Annotated[float, Range(ge=0, le=1)]
+"""A number in [0, 1]."""
+Fraction = Annotated[float, Range(gt=0, le=1)]
+"""A number in (0, 1]."""
 
 
 class Config:
@@ -97,10 +163,20 @@ def _kind(cls: type) -> str:
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _ranges(tp: Any) -> tuple[Any, list[Range]]:
+    """The type under ``Annotated`` and its :class:`Range` bounds (``tp`` itself and none otherwise)."""
+    if typing.get_origin(tp) is Annotated:
+        return tp.__origin__, [m for m in tp.__metadata__ if isinstance(m, Range)]
+    return tp, []
 
 
 def _describe(tp: Any) -> str:
+    tp, ranges = _ranges(tp)
+    if ranges:
+        return f"{_describe(tp)} {' and '.join(r.describe() for r in ranges)}"
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         choices = [repr(a) for a in args]
@@ -115,7 +191,16 @@ def _describe(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any:
-    """``value`` as type ``tp`` (lossless conversions only), or ``error`` naming the field."""
+    """``value`` as type ``tp`` (lossless conversions only) inside its ranges, or ``error`` naming the field."""
+    inner, ranges = _ranges(tp)
+    if ranges:
+        try:
+            checked = _coerce(value, inner, name, error)
+        except GnerfInputError:
+            raise error(f"{name} must be {_describe(tp)}, got {value!r}.") from None
+        if all(r.contains(checked) for r in ranges):
+            return checked
+        raise error(f"{name} must be {_describe(tp)}, got {value!r}.")
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -128,9 +213,9 @@ def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any
     elif origin is Literal:
         if value in args:
             return value
-    elif origin is tuple and isinstance(value, (list, tuple)):
-        items = args[:1] * len(value) if args[-1] is Ellipsis else args
-        if len(items) == len(value):
+    elif origin is tuple:
+        items = (args[:1] * len(value) if args[-1] is Ellipsis else args) if isinstance(value, (list, tuple)) else None
+        if items is not None and len(items) == len(value):
             return tuple(_coerce(v, t, name, error) for v, t in zip(value, items))
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, tp):

@@ -7,7 +7,7 @@ command-line interface prints that sentence alone, without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["GnerfInputError", "GeometryError", "VolumeError"]
+__all__ = ["GnerfInputError", "GeometryError", "VolumeError", "first_line"]
 
 
 class GnerfInputError(ValueError):
@@ -20,3 +20,9 @@ class GeometryError(GnerfInputError):
 
 class VolumeError(GnerfInputError):
     """A CT volume is missing, unreadable or holds invalid values."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

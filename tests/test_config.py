@@ -32,15 +32,32 @@ def test_every_config_round_trips_through_json_data(cls):
     assert all(not isinstance(v, tuple) for v in data.values())
 
 
+@pytest.mark.parametrize(
+    ("cls", "field", "value", "message"),
+    [
+        (DRRConfig, "step_mm", 0.0, r"step_mm must be a number > 0 or null, got 0.0"),
+        (DRRConfig, "noise_i0", -1, r"noise_i0 must be a number > 0 or null, got -1"),
+        (DRRConfig, "mu_water_per_mm", float("nan"), r"mu_water_per_mm must be a number > 0, got nan"),
+        (ReconstructionConfig, "final_lr_fraction", 2.0, r"final_lr_fraction must be a number > 0 and <= 1, got 2.0"),
+        (ReconstructionConfig, "tv_weight", -1.0, r"tv_weight must be a number >= 0 or null, got -1.0"),
+        (ReconstructionConfig, "samples_per_ray", 0, r"samples_per_ray must be an integer >= 1, got 0"),
+    ],
+)
+def test_values_outside_their_range_are_refused_with_the_range(cls, field, value, message):
+    with pytest.raises(GnerfInputError, match=message):
+        cls(**{field: value})
+    assert getattr(cls(), field) != value  # the default itself is inside the range
+
+
 def test_values_are_converted_or_refused_with_the_field_name():
     assert DRRConfig(views=3.0).views == 3 and isinstance(DRRConfig(step_mm=1).step_mm, float)
     config = config_from_dict(TrainPriorJobConfig, {"prior": {"discriminator_channels": [8, 16], "generator": {"num_samples": 4}}})
     assert config.prior.discriminator_channels == (8, 16) and config.prior.generator.num_samples == 4
-    with pytest.raises(GnerfInputError, match=r"views must be an integer or null, got 'abc'"):
+    with pytest.raises(GnerfInputError, match=r"views must be an integer >= 1 or null, got 'abc'"):
         DRRConfig(views="abc")
     with pytest.raises(GnerfInputError, match=r"method must be 'joseph', 'trilinear' or 'siddon', got 'raytrace'"):
         DRRConfig(method="raytrace")
-    with pytest.raises(GnerfInputError, match=r"max_iterations must be an integer, got 2.5"):
+    with pytest.raises(GnerfInputError, match=r"max_iterations must be an integer >= 1, got 2.5"):
         ReconstructionConfig(max_iterations=2.5)
     with pytest.raises(GnerfInputError, match=r"unknown PriorConfig field\(s\) \['iterations'\]"):
         config_from_dict(PriorConfig, {"iterations": 4})

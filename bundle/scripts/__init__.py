@@ -9,10 +9,10 @@ bundle needs:
 * :func:`run_or_exit`: ``python -m monai.bundle run`` prints a full traceback for any exception;
   the configs call the jobs through this function, which turns a
   :class:`~monai_gnerf.errors.GnerfInputError` (a missing file, a bad geometry, an unknown
-  device, a bad option) into ``SystemExit("monai-gnerf: error: ...")``: Python prints that one
-  line on stderr and the process exits with status 1. Any other exception is a bug and keeps its
-  traceback. Called in-process (``monai.bundle.ConfigWorkflow``), the same error surfaces as a
-  ``SystemExit`` whose ``code`` is the message. The config dataclass nodes of the configs are
+  device, a bad option, an existing output without ``overwrite``) into one line
+  ``monai-gnerf: error: ...`` on stderr and exit status 2, as the CLI does. Any other exception is
+  a bug and keeps its traceback. Called in-process (``monai.bundle.ConfigWorkflow``), the same
+  error surfaces as ``SystemExit(2)`` after the line. The config dataclass nodes of the configs are
   declared ``"_mode_": "callable"``, so MONAI hands over their constructors and this function
   builds them: the type and range checks of a bad override happen here, as one line, instead of
   in MONAI's instantiation (which would wrap them in a traceback).
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -55,13 +56,14 @@ def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call ``job(*args, **kwargs)``; a user error ends the program with one line.
 
     Raises:
-        SystemExit: with the message ``"monai-gnerf: error: <reason>"`` when the job raises
-            :class:`~monai_gnerf.errors.GnerfInputError`.
+        SystemExit: status 2, after printing ``"monai-gnerf: error: <reason>"`` on stderr, when
+            the job raises :class:`~monai_gnerf.errors.GnerfInputError`.
     """
     try:
         return job(*[_built(a) for a in args], **{key: _built(value) for key, value in kwargs.items()})
     except GnerfInputError as err:
-        raise SystemExit(f"monai-gnerf: error: {err}") from None
+        print(f"monai-gnerf: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _built(value: Any) -> Any:
@@ -78,11 +80,13 @@ def simulate_dataset(
     output_dir: str | Path,
     config: DRRConfig | None = None,
     device: str | torch.device = "cpu",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Simulate a projection folder per CT of a dataset (see :func:`~monai_gnerf.apps.simulate_drrs`).
 
     A single CT (file, DICOM series folder or ``example``) goes to ``output_dir/projections/``;
-    each CT of a folder of CTs goes to ``output_dir/<case name>/``.
+    each CT of a folder of CTs goes to ``output_dir/<case name>/``. ``overwrite`` replaces the
+    projections of an earlier run.
 
     Returns:
         The projection folders written, in case order.
@@ -93,7 +97,7 @@ def simulate_dataset(
     for name, path in ct_cases(dataset_dir):
         out = Path(output_dir) / (SINGLE_CT_FOLDER if single else name)
         _LOGGER.info(f"simulating {path} -> {out}")
-        written.append(simulate_drrs(path, out, config, device))
+        written.append(simulate_drrs(path, out, config, device, overwrite))
     return written
 
 
@@ -103,6 +107,7 @@ def simulate_model_xray(
     ct: str | Path = "example",
     angle_deg: float = 0.0,
     device: str | torch.device = "cpu",
+    overwrite: bool = False,
 ) -> Path:
     """Simulate one X-ray of a CT in the acquisition geometry of a generator file.
 
@@ -117,6 +122,7 @@ def simulate_model_xray(
         ct: CT in HU (file, DICOM series folder, or ``example``).
         angle_deg: orbit angle of the view, degrees.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
+        overwrite: replace the view of an earlier run.
 
     Returns:
         The view's PNG, ``output_dir/png/view_000.png``.
@@ -127,5 +133,5 @@ def simulate_model_xray(
     _, geometry, _ = load_generator(checkpoint)
     geometry = replace(geometry, isocenter_mm=None).with_uniform_angles(1, start_deg=angle_deg)
     _LOGGER.info(f"simulating one {geometry.detector_shape} view of {ct} at {angle_deg} deg -> {output_dir}")
-    folder = simulate_drrs(ct, output_dir, DRRConfig(geometry=geometry), device)
+    folder = simulate_drrs(ct, output_dir, DRRConfig(geometry=geometry), device, overwrite)
     return folder / "png" / "view_000.png"

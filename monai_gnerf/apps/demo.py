@@ -16,9 +16,13 @@ import torch
 
 from monai_gnerf.apps.generative import example_single_view
 from monai_gnerf.apps.sparse_view import DemoConfig, sparse_view_demo
-from monai_gnerf.config import Config
+from monai_gnerf.config import Config, NonNegativeFloat
+from monai_gnerf.io import check_output
 
-__all__ = ["MainDemoConfig", "demo"]
+__all__ = ["DEMO_OUTPUTS", "MainDemoConfig", "demo"]
+
+DEMO_OUTPUTS = ("metrics.json", "figure.png", "truth.nii.gz", "fdk.nii.gz", "grid.nii.gz", "projections", "single_view")
+"""What :func:`demo` writes into its folder."""
 
 
 @dataclass
@@ -32,11 +36,14 @@ class MainDemoConfig(Config):
     """
 
     sparse_view: DemoConfig = field(default_factory=DemoConfig)
-    single_view_budget_s: float = 40.0
+    single_view_budget_s: NonNegativeFloat = 40.0
 
 
 def demo(
-    out: str | Path = "outputs/demo", config: MainDemoConfig | None = None, device: str | torch.device = "cpu"
+    out: str | Path = "outputs/demo",
+    config: MainDemoConfig | None = None,
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """The main job: sparse-view and single-view reconstruction of the embedded example chest CT.
 
@@ -49,8 +56,10 @@ def demo(
         out: output folder.
         config: demo options.
         device: 'cpu', 'cuda' or 'cuda:N'.
+        overwrite: replace the outputs of an earlier demo in OUT.
     """
     config = config or MainDemoConfig()
+    check_output(out, "dir", overwrite, DEMO_OUTPUTS)
     summary = sparse_view_demo(out, config.sparse_view, device)
     if config.single_view_budget_s > 0:
         summary["single_view"] = example_single_view(Path(out) / "single_view", config.single_view_budget_s, device)

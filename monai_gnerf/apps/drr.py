@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from monai_gnerf.apps.common import check_device
-from monai_gnerf.config import Config
+from monai_gnerf.config import Config, PositiveFloat, PositiveInt
 from monai_gnerf.data import resolve_ct_path
-from monai_gnerf.geometry import ProjectionGeometry, load_geometry
-from monai_gnerf.io import load_ct, save_projections
+from monai_gnerf.geometry import ProjectionGeometry, check_source_outside, load_geometry, volume_center_mm
+from monai_gnerf.io import PROJECTION_FOLDER_CONTENTS, check_output, load_ct, projection_folder_bytes, save_projections
+from monai_gnerf.resources import check_memory
 from monai_gnerf.physics import MU_WATER_PER_MM, add_detector_noise
 from monai_gnerf.render import RenderMethod
 from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
 
 __all__ = ["DRRConfig", "simulate_drrs"]
+
+_DRR_COPIES = 3  # attenuation copy, rays and output of the renderer, float32 each
 
 
 @dataclass
@@ -34,16 +38,20 @@ class DRRConfig(Config):
     """
 
     geometry: str | ProjectionGeometry = "mednerf_chest"
-    views: int | None = None
+    views: PositiveInt | None = None
     method: RenderMethod = "joseph"
-    step_mm: float | None = None
-    mu_water_per_mm: float = MU_WATER_PER_MM
-    noise_i0: float | None = None
+    step_mm: PositiveFloat | None = None
+    mu_water_per_mm: PositiveFloat = MU_WATER_PER_MM
+    noise_i0: PositiveFloat | None = None
     seed: int = 0
 
 
 def simulate_drrs(
-    ct: str | Path, out: str | Path = "drr_out", config: DRRConfig | None = None, device: str | torch.device = "cpu"
+    ct: str | Path,
+    out: str | Path = "drr_out",
+    config: DRRConfig | None = None,
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
 ) -> Path:
     """Simulate X-rays (DRRs) of a CT and write them with their geometry.
 
@@ -57,6 +65,7 @@ def simulate_drrs(
         out: output folder.
         config: DRR options.
         device: 'cpu', 'cuda' or 'cuda:N'.
+        overwrite: replace the projections of an earlier run in OUT.
 
     Returns:
         The output folder.
@@ -66,8 +75,14 @@ def simulate_drrs(
     geo = load_geometry(config.geometry)
     if config.views is not None:
         geo = geo.with_uniform_angles(config.views)
+    check_output(out, "dir", overwrite, PROJECTION_FOLDER_CONTENTS, projection_folder_bytes(geo))
     ct_path = resolve_ct_path(ct)
-    volume = load_ct(ct_path).to(device)
+    volume = load_ct(ct_path)
+    check_memory(_DRR_COPIES * 4 * (volume.numel() + geo.num_views * math.prod(geo.detector_shape)),
+                 f"{geo.num_views} views of {geo.detector_shape[0]}x{geo.detector_shape[1]} pixels of a "
+                 f"{'x'.join(map(str, volume.shape))} CT")  # fmt: skip
+    check_source_outside(geo.resolved(volume_center_mm(volume.affine, volume.shape).tolist()), volume.shape, volume.affine)
+    volume = volume.to(device)
     with torch.no_grad():
         renderer = GenerateDRR(geo, method=config.method, step_mm=config.step_mm, progress=True)
         drr = renderer(HUToAttenuation(config.mu_water_per_mm)(volume))

@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from PIL import Image
@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from monai_gnerf.apps.common import Units, check_device, to_units
 from monai_gnerf.apps.figures import single_view_figure
-from monai_gnerf.config import Config, config_to_dict
+from monai_gnerf.config import Config, PositiveFloat, PositiveInt, Range, config_to_dict
 from monai_gnerf.data import (
     CTPopulation,
     CTViewDataset,
@@ -40,6 +40,8 @@ from monai_gnerf.geometry import ProjectionGeometry, load_geometry, volume_cente
 from monai_gnerf.io import (
     atomic_output_dir,
     atomic_output_file,
+    check_output,
+    projection_folder_bytes,
     load_ct,
     load_xray,
     save_projections,
@@ -48,6 +50,7 @@ from monai_gnerf.io import (
     to_model_detector,
 )
 from monai_gnerf.metrics import normalize_to_reference, psnr
+from monai_gnerf.resources import check_memory
 from monai_gnerf.networks import load_generator, save_generator
 from monai_gnerf.physics import MU_WATER_PER_MM, attenuation_to_hu, hu_to_attenuation
 from monai_gnerf.render import render_drr, sample_volume_at
@@ -61,6 +64,10 @@ __all__ = [
     "single_view_reconstruction",
     "train_prior_workflow",
 ]
+
+SINGLE_VIEW_OUTPUTS = ("views", "views.gif", "volume.nii.gz", "fit.json")
+"""What :func:`single_view_reconstruction` writes into its folder."""
+_VOLUME_BYTES_PER_VOXEL = 64  # the generator's sample points (3 float32), the volume, its copies in HU
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,8 +88,8 @@ class TrainPriorJobConfig(Config):
 
     data: str = "phantoms"
     geometry: str | ProjectionGeometry = "mednerf_chest"
-    detector_size: int = 64
-    subjects: int = 32
+    detector_size: Annotated[int, Range(ge=8)] = 64
+    subjects: PositiveInt = 32
     prior: PriorConfig = field(default_factory=PriorConfig)
 
 
@@ -137,6 +144,7 @@ def train_prior_workflow(
     config: TrainPriorJobConfig | None = None,
     device: str | torch.device = "cpu",
     tensorboard_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train a generative radiance-field prior (GRAF/MedNeRF) on X-ray views.
 
@@ -150,16 +158,20 @@ def train_prior_workflow(
         config: training options.
         device: 'cpu', 'cuda' or 'cuda:N'.
         tensorboard_dir: write TensorBoard logs (losses, sample renders) here.
+        overwrite: discard an earlier run in OUT made on other data or another generator
+            (without it that run is refused; a run on the same inputs always resumes).
 
     Returns:
         The generator file.
     """
     config = config or TrainPriorJobConfig()
     device = check_device(device)
-    out = Path(out)
+    out = check_output(out, "dir", overwrite=True)
+    if tensorboard_dir is not None:
+        check_output(tensorboard_dir, "dir", overwrite=True, option="--tensorboard_dir")
     geo = load_geometry(config.geometry).with_detector_shape(config.detector_size, config.detector_size)
     dataset = prior_dataset(config.data, geo, config.subjects)
-    result = train_prior(dataset, geo, config.prior, out / "checkpoints", tensorboard_dir, device)
+    result = train_prior(dataset, geo, config.prior, out / "checkpoints", tensorboard_dir, device, restart=overwrite)
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return out / "generator.pt"
     extra = {"data": str(config.data), "subjects": config.subjects, **_view_statistics(dataset),
@@ -183,10 +195,10 @@ class SingleViewJobConfig(Config):
         fit: the inversion and fine-tuning options.
     """
 
-    views: int = 72
-    volume_size: int = 64
+    views: PositiveInt = 72
+    volume_size: Annotated[int, Range(ge=2)] = 64
     units: Units = "hu"
-    pixel_spacing_mm: float | None = None
+    pixel_spacing_mm: PositiveFloat | None = None
     centre_silhouette: bool = True
     fit: SingleViewConfig = field(default_factory=SingleViewConfig)
 
@@ -225,6 +237,7 @@ def single_view_reconstruction(
     out: str | Path = "outputs/single_view",
     config: SingleViewJobConfig | None = None,
     device: str | torch.device = "cpu",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Reconstruct from ONE X-ray with a trained prior: 72 views (PNG, NIfTI, GIF) and a volume.
 
@@ -241,11 +254,16 @@ def single_view_reconstruction(
         out: output folder (views/, views.gif, volume.nii.gz, fit.json).
         config: single-view options.
         device: 'cpu', 'cuda' or 'cuda:N'.
+        overwrite: replace the outputs of an earlier run in OUT.
     """
     config = config or SingleViewJobConfig()
     device = check_device(device)
     checkpoint = example_prior_path() if checkpoint is None else checkpoint
     generator, geometry, extra = load_generator(checkpoint, device)
+    voxels = config.volume_size**3
+    output_bytes = projection_folder_bytes(geometry.with_uniform_angles(config.views)) + 4 * voxels
+    check_memory(_VOLUME_BYTES_PER_VOXEL * voxels, f"a {config.volume_size}^3 volume")
+    check_output(out, "dir", overwrite, SINGLE_VIEW_OUTPUTS, output_bytes)
     target = model_view_of_xray(xray, geometry, extra, config, generator.config.value_scale)
     prior = LatentPrior.of_generator(generator, extra)
     fit = fit_single_view(generator, geometry, target, config.fit, device, latent_prior=prior)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ import torch
 
 from monai_gnerf.apps.common import Units, check_device, to_units
 from monai_gnerf.apps.figures import comparison_figure
-from monai_gnerf.config import Config, config_to_dict
+from monai_gnerf.config import Config, PositiveFloat, PositiveInt, config_to_dict
 from monai_gnerf.data import example_ct_path
-from monai_gnerf.engines import ReconstructionConfig, ReconstructionResult, reconstruct
+from monai_gnerf.engines import FIELD_BYTES_PER_VOXEL, ReconstructionConfig, ReconstructionResult, reconstruct
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import (
     ProjectionGeometry,
@@ -25,8 +26,9 @@ from monai_gnerf.geometry import (
     resample_area,
     resample_nearest,
 )
-from monai_gnerf.io import atomic_output_file, load_ct, load_projections, save_projections, save_volume
+from monai_gnerf.io import atomic_output_file, check_output, load_ct, load_projections, save_projections, save_volume
 from monai_gnerf.physics import MU_WATER_PER_MM, attenuation_to_hu
+from monai_gnerf.resources import check_memory
 from monai_gnerf.transforms import GenerateDRR, HUToAttenuation, silhouette_mask
 
 __all__ = ["DemoConfig", "SparseViewJobConfig", "reconstruct_folder", "sparse_view_demo"]
@@ -48,9 +50,9 @@ class SparseViewJobConfig(Config):
     """
 
     mask: str = "silhouette"
-    spacing_mm: float | None = None
+    spacing_mm: PositiveFloat | None = None
     units: Units = "hu"
-    mu_water_per_mm: float | None = None
+    mu_water_per_mm: PositiveFloat | None = None
     fit: ReconstructionConfig = field(default_factory=ReconstructionConfig)
 
 
@@ -92,6 +94,7 @@ def reconstruct_folder(
     device: str | torch.device = "cpu",
     work_dir: str | Path | None = None,
     tensorboard_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct a CT volume from a projection folder (as written by `monai-gnerf drr`).
 
@@ -106,16 +109,24 @@ def reconstruct_folder(
         device: 'cpu', 'cuda' or 'cuda:N'.
         work_dir: folder for checkpoints; a run there resumes from its last checkpoint.
         tensorboard_dir: write TensorBoard logs here.
+        overwrite: replace an existing OUT, and start afresh when WORK_DIR holds checkpoints of
+            other inputs (without it such a run is refused).
     """
     config = config or SparseViewJobConfig()
     device = check_device(device)
     projections, geometry = load_projections(projections_dir)
     meta = dict(projections.meta)
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
+    voxels = math.prod(shape)
+    check_memory(FIELD_BYTES_PER_VOXEL * voxels, f"a {'x'.join(map(str, shape))} reconstruction grid")
+    check_output(out, "file", overwrite, estimated_bytes=4 * voxels)
+    for folder, option in ((work_dir, "--work_dir"), (tensorboard_dir, "--tensorboard_dir")):
+        if folder is not None:
+            check_output(folder, "dir", overwrite=True, option=option)
     support = _mask_for(config.mask, projections.as_tensor(), geometry, shape, affine)
     result = reconstruct(
         projections.as_tensor(), geometry, shape, affine, config.fit, mask=support,
-        work_dir=work_dir, tensorboard_dir=tensorboard_dir, device=device,
+        work_dir=work_dir, tensorboard_dir=tensorboard_dir, device=device, restart=overwrite,
     )  # fmt: skip
     mu_water = config.mu_water_per_mm or float(meta.get("mu_water_per_mm", MU_WATER_PER_MM))
     save_volume(out, to_units(result.volume.as_tensor(), config.units, mu_water), affine)
@@ -138,8 +149,8 @@ class DemoConfig(Config):
         fit: reconstruction budgets of the trained method (FDK needs none).
     """
 
-    views: int = 20
-    spacing_mm: float = 3.0
+    views: PositiveInt = 20
+    spacing_mm: PositiveFloat = 3.0
     geometry: str = "chest_cbct"
     fit: ReconstructionConfig = field(default_factory=_demo_fit)
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
 
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import first_line, GnerfInputError
 from monai_gnerf.io.checkpoints import load_checkpoint_file
 
 __all__ = ["RunState", "latest_checkpoint", "attach_training_handlers", "run_engine"]
@@ -53,19 +53,26 @@ class RunState:
     def state_dict(self) -> dict[str, Any]:
         return {**self.signature, "elapsed_s": self.elapsed_s}
 
+    def differences(self, state: dict[str, Any]) -> list[str]:
+        """The signature keys whose values differ in a checkpoint's ``state``."""
+        return [k for k, v in self.signature.items() if state.get(k) != v]
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        found = {k: state.get(k) for k in self.signature}
-        if found != self.signature:
-            raise GnerfInputError(f"incompatible checkpoint: it was made for {found}, this run is {self.signature}.")
+        differing = self.differences(state)
+        if differing:
+            raise GnerfInputError(f"incompatible checkpoint: different {', '.join(differing)} from this run's.")
         self.elapsed_before = float(state["elapsed_s"])
         self.started = time.perf_counter()
 
 
 def latest_checkpoint(work_dir: str | Path, prefix: str) -> Path | None:
-    """The newest ``<prefix>_checkpoint_<iteration>.pt`` in a folder, by iteration."""
-    found = Path(work_dir).glob(f"{prefix}_checkpoint_*.pt")
-    ordered = sorted(found, key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-    return ordered[-1] if ordered else None
+    """The newest ``<prefix>_checkpoint_<iteration>.pt`` in a folder, by iteration (other names are ignored)."""
+    found = _checkpoints(work_dir, prefix)
+    return max(found, key=lambda p: int(p.stem.rsplit("_", 1)[-1])) if found else None
+
+
+def _checkpoints(work_dir: str | Path, prefix: str) -> list[Path]:
+    return [p for p in Path(work_dir).glob(f"{prefix}_checkpoint_*.pt") if p.stem.rsplit("_", 1)[-1].isdigit()]
 
 
 def _any_rank(flag: bool) -> bool:
@@ -78,19 +85,33 @@ def _any_rank(flag: bool) -> bool:
 
 
 def _resume(
-    engine: Engine, to_save: dict[str, Any], work_dir: Path, prefix: str, max_iterations: int, logger: str
+    engine: Engine, to_save: dict[str, Any], work_dir: Path, prefix: str, max_iterations: int, logger: str,
+    restart: bool,
 ) -> None:
+    """Resume from the newest checkpoint of the same run; one of other inputs is refused (or, with
+    ``restart``, discarded with all its folder's checkpoints, and the run starts afresh)."""
     found = latest_checkpoint(work_dir, prefix)
     if found is None:
         return
     state = load_checkpoint_file(found)
-    if not isinstance(state, dict) or "run" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("run"), dict):
         raise GnerfInputError(f"{found} is not a monai-gnerf {prefix} checkpoint.")
-    to_save["run"].load_state_dict(state["run"])  # refuses another run's checkpoint before touching networks
+    differing = to_save["run"].differences(state["run"])
+    if differing and not restart:
+        raise GnerfInputError(
+            f"{work_dir} holds a checkpoint of another run (different {', '.join(differing)}); use another "
+            "work folder, or --overwrite to discard it and start afresh."
+        )
+    if differing:
+        for stale in _checkpoints(work_dir, prefix):
+            stale.unlink()
+        logging.getLogger(logger).warning(f"discarded the checkpoints of another run in {work_dir} (different {', '.join(differing)})")
+        return
+    to_save["run"].load_state_dict(state["run"])
     try:
         Checkpoint.load_objects(to_load=to_save, checkpoint=state)
     except (RuntimeError, KeyError, ValueError) as err:
-        raise GnerfInputError(f"incompatible checkpoint {found}: {str(err).splitlines()[0]}") from None
+        raise GnerfInputError(f"incompatible checkpoint {found}: {first_line(err)}") from None
     engine.state.epoch_length = max_iterations  # a resumed run may have a new iteration budget
     logging.getLogger(logger).info(f"resumed from {found} at iteration {engine.state.iteration}")
 
@@ -109,6 +130,7 @@ def attach_training_handlers(
     progress: bool,
     logger: str,
     main_process: bool = True,
+    restart: bool = False,
 ) -> Checkpoint | None:
     """Attach logging, progress, budget and checkpoint handlers to a training engine; resume.
 
@@ -126,6 +148,8 @@ def attach_training_handlers(
         logger: logger name for the stats handler.
         main_process: ``False`` on the other ranks of a distributed run: they resume from the
             same checkpoint but neither log nor save.
+        restart: discard checkpoints of another run (other inputs) in ``work_dir`` instead of
+            refusing them.
 
     Returns:
         The checkpoint handler, or ``None`` without a work folder.
@@ -140,7 +164,7 @@ def attach_training_handlers(
 
     if not main_process:
         if work_dir is not None:
-            _resume(engine, to_save, Path(work_dir), prefix, max_iterations, logger)
+            _resume(engine, to_save, Path(work_dir), prefix, max_iterations, logger, restart)
         return None
     StatsHandler(
         iteration_log=lambda _, i: i % log_every == 0, epoch_log=False, output_transform=lambda o: o, name=logger
@@ -163,7 +187,7 @@ def attach_training_handlers(
         global_step_transform=lambda e, _: e.state.iteration,
     )
     engine.add_event_handler(Events.ITERATION_COMPLETED(every=checkpoint_every) | Events.COMPLETED, _save, saver)
-    _resume(engine, to_save, Path(work_dir), prefix, max_iterations, logger)
+    _resume(engine, to_save, Path(work_dir), prefix, max_iterations, logger, restart)
     return saver
 
 

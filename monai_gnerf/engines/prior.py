@@ -44,7 +44,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import ignite.distributed as idist
 import numpy as np
@@ -56,11 +56,11 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from monai_gnerf.config import Config, config_to_dict
+from monai_gnerf.config import Config, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, config_to_dict
 from monai_gnerf.engines.handlers import RunState, attach_training_handlers, run_engine
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
-from monai_gnerf.io import atomic_output_file
+from monai_gnerf.io import atomic_output_file, fingerprint
 from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.networks import GeneratorConfig, PatchDiscriminator, PCAVolumeModel, RadianceFieldGenerator
 from monai_gnerf.physics import MU_WATER_PER_MM
@@ -108,26 +108,26 @@ class PriorConfig(Config):
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    patch_size: int = 16
-    batch_size: int = 8
-    min_scale: float = 0.25
-    anneal_iterations: int = 2000
-    lr_generator: float = 5e-4
-    lr_discriminator: float = 2e-4
+    patch_size: Annotated[int, Range(ge=4)] = 16
+    batch_size: PositiveInt = 8
+    min_scale: Fraction = 0.25
+    anneal_iterations: NonNegativeInt = 2000
+    lr_generator: PositiveFloat = 5e-4
+    lr_discriminator: PositiveFloat = 2e-4
     r1_weight: float = 0.1
-    ema_decay: float | None = 0.99
-    discriminator_channels: tuple[int, ...] = (32, 64, 128)
-    discriminator_scales: int = 2
-    max_iterations: int = 2000
-    budget_s: float | None = None
-    log_every: int = 25
-    checkpoint_every: int = 200
-    sample_every: int = 200
-    view_weight: float = 1.0
-    volume_weight: float = 1.0
-    code_weight: float = 1e-2
-    volume_points: int = 4096
-    volume_grid_size: int = 32
+    ema_decay: Annotated[float, Range(ge=0, lt=1)] | None = 0.99
+    discriminator_channels: tuple[PositiveInt, ...] = (32, 64, 128)
+    discriminator_scales: PositiveInt = 2
+    max_iterations: PositiveInt = 2000
+    budget_s: PositiveFloat | None = None
+    log_every: PositiveInt = 25
+    checkpoint_every: PositiveInt = 200
+    sample_every: PositiveInt = 200
+    view_weight: NonNegativeFloat = 1.0
+    volume_weight: NonNegativeFloat = 1.0
+    code_weight: NonNegativeFloat = 1e-2
+    volume_points: PositiveInt = 4096
+    volume_grid_size: Annotated[int, Range(ge=2)] = 32
     pca_init: bool = True
     seed: int = 0
 
@@ -145,14 +145,6 @@ class PriorConfig(Config):
     def starts_from_pca(self) -> bool:
         """Whether the generator starts as the PCA model (``pca_init`` on a ``"grid"`` generator)."""
         return self.pca_init and self.generator.architecture == "grid"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.discriminator_channels = tuple(int(c) for c in self.discriminator_channels)
-        if self.batch_size < 1 or self.max_iterations < 1 or self.patch_size < 4:
-            raise GnerfInputError("batch_size and max_iterations must be >= 1 and patch_size >= 4.")
-        if self.budget_s is not None and self.budget_s <= 0:
-            raise GnerfInputError(f"budget_s must be positive seconds, got {self.budget_s}.")
 
 
 @dataclass
@@ -390,6 +382,11 @@ def _attach_samples(engine: Engine, step: _AdversarialStep, work_dir: Path, tens
             writer.flush()
 
 
+def _data_fingerprint(dataset: Dataset, geometry: ProjectionGeometry) -> str:
+    """The training data's identity: its size, its first and last views and the geometry."""
+    return fingerprint(len(dataset), dataset[0]["image"], dataset[len(dataset) - 1]["image"], geometry.to_dict())
+
+
 def train_prior(
     dataset: Dataset,
     geometry: str | ProjectionGeometry,
@@ -398,6 +395,7 @@ def train_prior(
     tensorboard_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    restart: bool = False,
 ) -> PriorResult:
     """Train a generator and a patch discriminator adversarially on a dataset of views.
 
@@ -406,11 +404,13 @@ def train_prior(
             (the orbit angles to draw generated views from).
         geometry: the views' acquisition; the generator's scene is centred on its isocenter.
         config: options (default :class:`PriorConfig`).
-        work_dir: checkpoints (``prior_checkpoint_<iteration>.pt``) and ``samples.png``; a run in
-            a folder with a compatible checkpoint resumes from it.
+        work_dir: checkpoints (``prior_checkpoint_<iteration>.pt``) and ``samples.png``; a
+            checkpoint there of the same inputs (data, geometry, generator) is resumed, one of other
+            inputs refused.
         tensorboard_dir: TensorBoard logs (losses, sample renders).
         device: ``cpu`` or ``cuda`` (in a distributed run, this rank's device).
         progress: show a progress bar (rank 0).
+        restart: discard checkpoints of other inputs in ``work_dir`` and start afresh.
 
     Returns:
         The EMA generator (or the generator without EMA) and the run statistics.
@@ -438,7 +438,8 @@ def train_prior(
     step.ema = ema = copy.deepcopy(generator).requires_grad_(False)
     engine = Engine(step)
     run = RunState({"kind": "generative prior", "generator": config_to_dict(config.generator),
-                    "detector_shape": list(geo.detector_shape), "patch_size": config.patch_size})  # fmt: skip
+                    "detector_shape": list(geo.detector_shape), "patch_size": config.patch_size,
+                    "inputs": _data_fingerprint(dataset, geo)})  # fmt: skip
     to_save = {"generator": generator, "discriminator": discriminator, "ema": ema, "optimizer_g": step.opt_g,
                "optimizer_d": step.opt_d, "subject_codes": step.codes, "trainer": engine, "run": run}  # fmt: skip
     main = rank == 0
@@ -449,7 +450,7 @@ def train_prior(
     saver = attach_training_handlers(
         engine, to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
-        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER, main_process=main,
+        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER, main_process=main, restart=restart,
     )  # fmt: skip
     run_engine(engine, config.max_iterations, saver, _LOGGER)
     final = ema if config.ema_decay is not None else generator

@@ -32,10 +32,11 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_gnerf.config import Config
+from monai_gnerf.config import Config, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 from monai_gnerf.engines.handlers import RunState, attach_training_handlers, run_engine
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
+from monai_gnerf.io.checkpoints import fingerprint
 from monai_gnerf.metrics.image import normalize_to_reference, psnr, ssim
 from monai_gnerf.networks import (
     AttenuationField,
@@ -47,10 +48,14 @@ from monai_gnerf.networks import (
 from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.render import VolumeProjector, clip_rays_to_box, fdk, sample_rays, world_to_index_rays
 
-__all__ = ["ReconstructionConfig", "ReconstructionResult", "ProjectionRays", "build_field", "reconstruct"]
+__all__ = ["FIELD_BYTES_PER_VOXEL", "ReconstructionConfig", "ReconstructionResult", "ProjectionRays", "build_field", "reconstruct"]
 
 Method = Literal["grid", "naf", "nerf", "fdk"]
 CHECKPOINT_PREFIX = "reconstruction"
+FIELD_BYTES_PER_VOXEL = 48
+"""Memory per grid voxel of a reconstruction, an upper estimate: the field's values, their gradient
+and Adam's two moments, the FDK start, the mask and the output volume, float32 each, plus the
+coarser levels (x 8/7)."""
 _LOGGER = "monai_gnerf.engines.reconstruction"
 _DEFAULT_LR = {"grid": 0.02, "naf": 0.01, "nerf": 5e-4}
 _DEFAULT_RAYS = {"grid": 32768, "naf": 2048, "nerf": 1024}
@@ -81,28 +86,19 @@ class ReconstructionConfig(Config):
     """
 
     method: Method = "grid"
-    max_iterations: int = 1500
-    budget_s: float | None = 120.0
-    rays_per_batch: int | None = None
-    samples_per_ray: int = 96
-    learning_rate: float | None = None
-    final_lr_fraction: float = 0.05
-    tv_weight: float | None = None
-    grid_levels: int = 1
+    max_iterations: PositiveInt = 1500
+    budget_s: PositiveFloat | None = 120.0
+    rays_per_batch: PositiveInt | None = None
+    samples_per_ray: PositiveInt = 96
+    learning_rate: PositiveFloat | None = None
+    final_lr_fraction: Fraction = 0.05
+    tv_weight: NonNegativeFloat | None = None
+    grid_levels: PositiveInt = 1
     init_fdk: bool = True
     seed: int = 0
-    log_every: int = 100
-    checkpoint_every: int = 250
-    validate_every: int = 250
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.method not in ("grid", "naf", "nerf", "fdk"):
-            raise GnerfInputError(f"unknown method {self.method!r}; choose grid, naf, nerf or fdk.")
-        if self.max_iterations < 1 or (self.rays_per_batch is not None and self.rays_per_batch < 1):
-            raise GnerfInputError("max_iterations and rays_per_batch must be positive.")
-        if self.budget_s is not None and not self.budget_s > 0:
-            raise GnerfInputError(f"budget_s must be positive seconds, got {self.budget_s}.")
+    log_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 250
+    validate_every: PositiveInt = 250
 
     @property
     def lr(self) -> float:
@@ -196,6 +192,7 @@ def reconstruct(
     tensorboard_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    restart: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct attenuation (1/mm) on a grid from line-integral projections.
 
@@ -207,10 +204,12 @@ def reconstruct(
         config: method and budgets (default: ``ReconstructionConfig()``).
         mask: optional support mask on the grid (mNeRF): attenuation is zero outside.
         reference: optional true attenuation on the grid, for validation metrics.
-        work_dir: folder for checkpoints; an existing compatible checkpoint there is resumed.
+        work_dir: folder for checkpoints; a checkpoint there of the same inputs (projections,
+            geometry, grid, mask, method) is resumed, one of other inputs refused.
         tensorboard_dir: if given, losses and metrics are written for TensorBoard.
         device: ``cpu`` or ``cuda``.
         progress: show a progress bar.
+        restart: discard checkpoints of other inputs in ``work_dir`` and start afresh.
 
     Returns:
         The volume and the run's statistics.
@@ -237,7 +236,9 @@ def reconstruct(
     torch.manual_seed(config.seed)
     net = build_field(config, shape, initial if config.method == "grid" else None, mask).to(device)
     rays = ProjectionRays(projections, geometry, shape, affine, device)
-    run_state = RunState({"method": config.method, "shape": list(shape), "grid_levels": config.grid_levels})
+    inputs = fingerprint(projections, geometry.to_dict(), affine, mask if mask is not None else "no mask")
+    run_state = RunState({"method": config.method, "shape": list(shape), "grid_levels": config.grid_levels,
+                          "inputs": inputs})  # fmt: skip
     engine = _create_trainer(net, rays, config, shape, affine, device, run_state)
     optimizer, scheduler = engine.state.optimizer, engine.state.scheduler  # type: ignore[attr-defined]
     to_save = {"field": net, "optimizer": optimizer, "scheduler": scheduler, "trainer": engine, "run": run_state}
@@ -246,7 +247,7 @@ def reconstruct(
     saver = attach_training_handlers(
         engine, to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
-        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER,
+        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER, restart=restart,
     )  # fmt: skip
     run_engine(engine, config.max_iterations, saver, _LOGGER)
     with torch.no_grad():

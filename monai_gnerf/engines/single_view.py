@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from monai_gnerf.config import Config
+from monai_gnerf.config import Config, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.losses import StructuralLoss, UncertaintyWeightedLoss, VGGFeatureLoss
@@ -83,31 +83,22 @@ class SingleViewConfig(Config):
 
     angle_deg: float = 0.0
     optimize_pose: bool = False
-    restarts: int = 4
-    latent_iterations: int = 150
-    finetune_iterations: int = 150
-    latent_lr: float = 0.05
-    pose_lr_deg: float = 1.0
-    finetune_lr: float = 2e-5
+    restarts: PositiveInt = 4
+    latent_iterations: NonNegativeInt = 150
+    finetune_iterations: NonNegativeInt = 150
+    latent_lr: PositiveFloat = 0.05
+    pose_lr_deg: PositiveFloat = 1.0
+    finetune_lr: PositiveFloat = 2e-5
     weighting: Weighting = "uncertainty_ratio"
-    mse_weight: float = 1.0
-    structural_weight: float = 0.1
+    mse_weight: NonNegativeFloat = 1.0
+    structural_weight: NonNegativeFloat = 0.1
     structural_loss: Literal["ssim", "vgg"] = "ssim"
     vgg_weights: str | None = None
-    latent_prior_weight: float = 1e-3
-    coarse_factor: int = 2
-    coarse_fraction: float = 0.5
-    budget_s: float | None = None
+    latent_prior_weight: NonNegativeFloat = 1e-3
+    coarse_factor: PositiveInt = 2
+    coarse_fraction: UnitInterval = 0.5
+    budget_s: PositiveFloat | None = None
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.restarts < 1 or self.latent_iterations < 0 or self.finetune_iterations < 0:
-            raise GnerfInputError("restarts must be >= 1 and iteration counts >= 0.")
-        if self.coarse_factor < 1 or not 0.0 <= self.coarse_fraction <= 1.0:
-            raise GnerfInputError("coarse_factor must be >= 1 and coarse_fraction in [0, 1].")
-        if self.budget_s is not None and not self.budget_s > 0:
-            raise GnerfInputError(f"budget_s must be positive seconds, got {self.budget_s}.")
 
 
 class LatentPrior:

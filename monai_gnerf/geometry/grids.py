@@ -7,9 +7,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from monai_gnerf.errors import GeometryError
 from monai_gnerf.geometry.projection import ProjectionGeometry
 
 __all__ = [
+    "check_source_outside",
     "volume_center_mm",
     "projection_affine",
     "voxel_world_points",
@@ -75,6 +77,35 @@ def geometry_grid(geometry: ProjectionGeometry, spacing_mm: float | None = None)
         affine[axis, axis] = spacing
         affine[axis, 3] = geometry.isocenter_mm[axis] - (n - 1) / 2.0 * spacing
     return shape, affine
+
+
+def check_source_outside(geometry: ProjectionGeometry, shape: Sequence[int], affine: torch.Tensor) -> None:
+    """Refuse a cone-beam geometry whose source enters the volume's bounding box in some view.
+
+    Args:
+        geometry: the acquisition, isocenter resolved.
+        shape: the volume's voxel counts.
+        affine: voxel index -> world mm.
+
+    Raises:
+        GeometryError: naming the first view whose source lies inside the volume.
+    """
+    if geometry.beam != "cone":
+        return
+    angles = torch.tensor(geometry.angles_deg, dtype=torch.float64)
+    tilts = None if geometry.tilt_deg is None else torch.tensor(geometry.tilt_deg, dtype=torch.float64)
+    sources = geometry.frames(angles, tilts).source_mm
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    index = (sources - affine[:3, 3]) @ torch.linalg.inv(affine[:3, :3]).T  # world mm -> voxel index
+    upper = torch.tensor([n - 1 for n in shape], dtype=torch.float64)
+    inside = ((index >= -0.5) & (index <= upper + 0.5)).all(dim=1)
+    if inside.any():
+        view = int(inside.nonzero()[0])
+        raise GeometryError(
+            f"the X-ray source of view {view} ({geometry.angles_deg[view]:g} deg) lies inside the volume: "
+            f"source_to_isocenter_mm {geometry.source_to_isocenter_mm:g} is shorter than the volume's extent "
+            "from the isocenter."
+        )
 
 
 def resample_area(volume: torch.Tensor, new_shape: Sequence[int]) -> torch.Tensor:

@@ -10,17 +10,35 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import first_line, GnerfInputError
 from monai_gnerf.io.atomic import atomic_output_file
 
-__all__ = ["load_checkpoint_file", "read_model_file", "write_model_file"]
+__all__ = ["fingerprint", "load_checkpoint_file", "read_model_file", "write_model_file"]
 
 _MODEL_FILE_VERSION = 2  # 1: the generator files of monai-gnerf 0.1 (config under 'generator_config')
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of a run's inputs (tensors by their values, anything else by its JSON form).
+
+    A checkpoint stores it; a run resumes only from a checkpoint of the same inputs.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            values = part.detach().cpu().contiguous()
+            digest.update(str((values.dtype, tuple(values.shape))).encode())
+            digest.update(values.numpy().tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def load_checkpoint_file(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -30,7 +48,7 @@ def load_checkpoint_file(path: str | Path, device: torch.device | str = "cpu") -
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # pickle, zip and unpickling-policy errors all mean "not our checkpoint"
-        raise GnerfInputError(f"cannot load checkpoint {path}: {str(err).splitlines()[0]}") from None
+        raise GnerfInputError(f"cannot load checkpoint {path}: {first_line(err)}") from None
 
 
 def write_model_file(
@@ -72,4 +90,10 @@ def read_model_file(path: str | Path, file_format: str, device: torch.device | s
     missing = sorted({"config", "geometry", "state_dict"} - set(payload))
     if missing:
         raise GnerfInputError(f"incompatible {file_format} file {path}: it lacks {missing}.")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise GnerfInputError(f"incompatible {file_format} file {path}: its state_dict is not a dict of tensors.")
+    broken = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise GnerfInputError(f"{path} holds NaN or infinite weights (in {broken[0]}): a diverged training run?")
     return payload

@@ -22,11 +22,12 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import GnerfInputError, first_line
 from monai_gnerf.geometry import ProjectionGeometry, projection_affine
 from monai_gnerf.io.atomic import atomic_output_dir
+from monai_gnerf.io.readers import load_image
 
-__all__ = ["save_projections", "load_projections", "write_png16", "read_png16"]
+__all__ = ["PROJECTION_FOLDER_CONTENTS", "png_full_scale", "projection_folder_bytes", "read_projection_meta", "save_projections", "load_projections", "write_png16", "read_png16"]
 
 _FORMAT = "monai-gnerf projections"
 _VERSION = 1
@@ -39,11 +40,18 @@ def write_png16(path: Path, image: np.ndarray, full_scale: float) -> None:
 
 
 def read_png16(path: Path, full_scale: float = 65535.0) -> np.ndarray:
-    """Read a grayscale PNG (8 or 16 bit) as float32 in ``[0, full_scale]``."""
-    with Image.open(path) as im:
-        bits = 8 if im.mode in ("L", "P") else 16
-        array = np.asarray(im.convert("L") if im.mode in ("RGB", "RGBA", "P") else im, dtype=np.float32)
-    return array / (2.0**bits - 1.0) * full_scale
+    """Read a PNG as float32 in ``[0, full_scale]``: 16-bit gray as it is, any 8-bit mode as its gray level.
+
+    Raises:
+        GnerfInputError: the file is not a readable image.
+    """
+    try:
+        with Image.open(path) as im:
+            sixteen_bit = im.mode.startswith("I")
+            array = np.asarray(im if sixteen_bit else im.convert("L"), dtype=np.float32)
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise GnerfInputError(f"could not read PNG {path}: {first_line(err)}") from None
+    return array / (65535.0 if sixteen_bit else 255.0) * full_scale
 
 
 def save_projections(
@@ -90,6 +98,39 @@ def save_projections(
     return Path(out_dir)
 
 
+PROJECTION_FOLDER_CONTENTS = ("geometry.json", "projections.json", "projections.nii.gz", "png")
+"""What :func:`save_projections` writes into its folder."""
+NEGATIVE_TOLERANCE = 0.01
+"""Negative line integrals down to this fraction of the largest are noise; below, an error."""
+_BYTES_PER_PIXEL = 4 + 2  # float32 stack + 16-bit PNG (before compression: an upper bound)
+
+
+def projection_folder_bytes(geometry: ProjectionGeometry) -> int:
+    """Upper bound of the size of a projection folder of ``geometry``, bytes."""
+    return geometry.num_views * geometry.detector_shape[0] * geometry.detector_shape[1] * _BYTES_PER_PIXEL + 65536
+
+
+def read_projection_meta(path: Path) -> dict[str, Any]:
+    """``projections.json`` as a dict (empty when absent); a broken file is one error line."""
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GnerfInputError(f"{path} is not valid JSON: {first_line(err)}.") from None
+    if not isinstance(meta, dict):
+        raise GnerfInputError(f"{path} must hold a JSON object, got {type(meta).__name__}.")
+    return meta
+
+
+def png_full_scale(meta: dict[str, Any], folder: Path) -> float:
+    """The line integral of a white PNG pixel recorded in a folder's ``projections.json`` (default 1)."""
+    value = meta.get("png_full_scale", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise GnerfInputError(f"{folder}/projections.json: png_full_scale must be a positive number, got {value!r}.")
+    return float(value)
+
+
 def load_projections(folder: str | Path) -> tuple[MetaTensor, ProjectionGeometry]:
     """Read a projection folder written by :func:`save_projections` (or PNGs plus ``geometry.json``).
 
@@ -103,20 +144,25 @@ def load_projections(folder: str | Path) -> tuple[MetaTensor, ProjectionGeometry
     if not (folder / "geometry.json").is_file():
         raise GnerfInputError(f"{folder} has no geometry.json describing its projections.")
     geometry = ProjectionGeometry.from_json(folder / "geometry.json")
-    meta_path = folder / "projections.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_projection_meta(folder / "projections.json")
     stack = folder / "projections.nii.gz"
     if stack.is_file():
-        data = np.asarray(nib.load(stack).dataobj, dtype=np.float32).transpose(2, 1, 0)
+        data = load_image(stack, "NibabelReader", "projection stack").numpy().transpose(2, 1, 0)
     else:
         pngs = sorted((folder / "png").glob("*.png")) or sorted(folder.glob("*.png"))
         if not pngs:
             raise GnerfInputError(f"{folder} holds neither projections.nii.gz nor PNG views.")
-        data = np.stack([read_png16(p, float(meta.get("png_full_scale", 1.0))) for p in pngs])
+        data = np.stack([read_png16(p, png_full_scale(meta, folder)) for p in pngs])
     expected = (geometry.num_views, *geometry.detector_shape)
     if data.shape != expected:
         raise GnerfInputError(f"{folder}: projections have shape {data.shape} but geometry.json says {expected}.")
     if not np.isfinite(data).all():
         raise GnerfInputError(f"{folder}: projections contain NaN or infinite values.")
+    if data.min() < -NEGATIVE_TOLERANCE * max(float(data.max()), 0.0):
+        raise GnerfInputError(
+            f"{folder}: projections go down to {data.min():.4g}, below zero by more than noise "
+            f"({NEGATIVE_TOLERANCE:.0%} of the largest, {data.max():.4g}); line integrals of attenuation are >= 0 "
+            "(intensities must be converted with -log(I/I0) first)."
+        )
     tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), affine=projection_affine(geometry), meta=meta)
     return tensor, geometry

@@ -15,17 +15,16 @@ import numpy as np
 import pydicom
 import torch
 from monai.data import MetaTensor
-from monai.transforms import LoadImage
 
 from monai_gnerf.errors import GeometryError, VolumeError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.io.atomic import atomic_output_file
+from monai_gnerf.io.readers import NIFTI_SUFFIXES, load_image
 
-__all__ = ["load_ct", "dicom_series_files", "geometry_from_dicom", "save_volume"]
+__all__ = ["check_slice_spacing", "load_ct", "dicom_series_files", "geometry_from_dicom", "save_volume"]
 
 MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -51,11 +50,40 @@ def dicom_series_files(folder: Path) -> list[Path]:
     return next(iter(series.values()))
 
 
+def check_slice_spacing(files: list[Path], tolerance: float = 0.01) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced (a missing, duplicate or stray slice).
+
+    Slice positions are ImagePositionPatient projected on the slice normal of
+    ImageOrientationPatient; a series without those tags (or of one slice) is not checked.
+
+    Raises:
+        VolumeError: naming the irregular gap and the regular spacing.
+    """
+    positions = []
+    for path in files:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if "ImagePositionPatient" not in header or "ImageOrientationPatient" not in header:
+            return
+        row, col = np.asarray(header.ImageOrientationPatient, dtype=np.float64).reshape(2, 3)
+        positions.append(float(np.dot(np.cross(row, col), np.asarray(header.ImagePositionPatient, dtype=np.float64))))
+    if len(positions) < 3:
+        return
+    gaps = np.diff(np.sort(positions))
+    regular = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - regular) > tolerance * max(regular, 1e-6))
+    if regular <= 0 or bad.size:
+        where = int(bad[0]) if bad.size else 0
+        raise VolumeError(
+            f"DICOM series {files[0].parent} is not evenly spaced: a {gaps[where]:.3g} mm gap after slice {where} "
+            f"where the others are {regular:.3g} mm (a missing, duplicate or stray slice); give a complete series."
+        )
+
+
 def _reader_for(path: Path) -> str:
     name = path.name.lower()
     if path.is_dir():
         return "ITKReader"
-    if name.endswith(_NIFTI_SUFFIXES):
+    if name.endswith(NIFTI_SUFFIXES):
         return "NibabelReader"
     if name.endswith(_ITK_SUFFIXES) or name.endswith(".dcm"):
         return "ITKReader"
@@ -94,13 +122,8 @@ def load_ct(path: str | Path) -> MetaTensor:
     if not path.exists():
         raise VolumeError(f"CT not found: {path}")
     if path.is_dir():
-        dicom_series_files(path)  # one series, or a clear error; ITK then reads the folder
-    loader = LoadImage(reader=_reader_for(path), image_only=True, dtype=np.float32)
-    try:
-        image = loader(path)
-    except Exception as err:  # readers raise many types; the user needs the file and the reason
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VolumeError(f"could not read CT {path}: {reason}") from None
+        check_slice_spacing(dicom_series_files(path))  # one regular series, or a clear error; ITK then reads it
+    image = load_image(path, _reader_for(path), "CT", VolumeError)
     image = image.squeeze() if image.ndim > 3 else image
     _validate_ct(image, path)
     return image

@@ -23,7 +23,6 @@ prior's training views have (``silhouette_width_fraction``), with a one-line war
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -33,13 +32,14 @@ import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
-from monai.transforms import LoadImage
+
 from pydicom.pixels import apply_modality_lut, apply_presentation_lut, apply_voi_lut
 from scipy import ndimage
 
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import first_line, GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
-from monai_gnerf.io.projections import read_png16
+from monai_gnerf.io.projections import png_full_scale, read_png16, read_projection_meta
+from monai_gnerf.io.readers import NIFTI_SUFFIXES, load_image
 
 __all__ = [
     "XRAY_IMAGE_SUFFIXES",
@@ -125,26 +125,50 @@ def _dicom_xray(path: Path, apply_voi: bool) -> XRayImage:
         pixels = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - corrupt files raise many types; one message for all
         raise GnerfInputError(
-            f"could not read DICOM X-ray {path}: {str(err).splitlines()[0] if str(err) else err!r}"
+            f"could not read DICOM X-ray {path}: {first_line(err)}"
         ) from None
     if pixels.ndim != 2:
         raise GnerfInputError(f"{path} holds a {pixels.ndim}D image; a radiograph must be one 2D frame.")
+    if "RescaleSlope" in ds and _number(ds.RescaleSlope) == 0:
+        raise GnerfInputError(f"{path} has RescaleSlope 0: its modality LUT maps every pixel to one value.")
     imager = _valid_spacing(ds.get("ImagerPixelSpacing"), str(path), "ImagerPixelSpacing")
     patient = None if imager else _valid_spacing(ds.get("PixelSpacing"), str(path), "PixelSpacing")
+    sdd, sad = _positive_tag(ds, "DistanceSourceToDetector"), _positive_tag(ds, "DistanceSourceToPatient")
+    if sdd is not None and sad is not None and sad >= sdd:
+        _LOGGER.warning(
+            f"{path}: DistanceSourceToPatient {sad:g} mm is not shorter than DistanceSourceToDetector {sdd:g} mm; "
+            "ignoring both (the model's distances are used)."
+        )
+        sdd = sad = None
     return XRayImage(
         values=torch.from_numpy(_display_values(pixels, ds, apply_voi).astype(np.float32)),
         is_line_integral=False,
         pixel_spacing_mm=imager or patient,
-        source_to_detector_mm=_positive_tag(ds, "DistanceSourceToDetector"),
-        source_to_isocenter_mm=_positive_tag(ds, "DistanceSourceToPatient"),
+        source_to_detector_mm=sdd,
+        source_to_isocenter_mm=sad,
         source=str(path),
         spacing_at_isocenter=patient is not None and "PixelSpacingCalibrationType" in ds,
     )
 
 
+def _number(value: object) -> float | None:
+    """A DICOM numeric value as a float, ``None`` when it is not a finite number."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _positive_tag(ds: pydicom.Dataset, keyword: str) -> float | None:
-    value = ds.get(keyword)
-    return float(value) if value is not None and float(value) > 0 else None
+    """A positive distance tag in mm, ``None`` when absent or not a positive number (with a warning)."""
+    if keyword not in ds:
+        return None
+    value = _number(ds.get(keyword))
+    if value is None or value <= 0:
+        _LOGGER.warning(f"{keyword} {ds.get(keyword)!r} is not a positive distance; ignoring it.")
+        return None
+    return value
 
 
 def _projection_folder_xray(path: Path) -> XRayImage | None:
@@ -154,7 +178,7 @@ def _projection_folder_xray(path: Path) -> XRayImage | None:
     if path.parent.name != "png" or not meta_path.is_file() or not (folder / "geometry.json").is_file():
         return None
     geometry = load_geometry(folder / "geometry.json")
-    values = read_png16(path, float(json.loads(meta_path.read_text())["png_full_scale"]))
+    values = read_png16(path, png_full_scale(read_projection_meta(meta_path), folder))
     return XRayImage(
         torch.from_numpy(values), True, geometry.pixel_spacing_mm, geometry.source_to_detector_mm,
         geometry.source_to_isocenter_mm, str(path),
@@ -163,12 +187,8 @@ def _projection_folder_xray(path: Path) -> XRayImage | None:
 
 def _image_file_xray(path: Path) -> XRayImage:
     """A 2D or one-slice image through MONAI's ``LoadImage`` (arrays are ``(x, y)``: columns first)."""
-    reader = "NibabelReader" if path.name.lower().endswith((".nii", ".nii.gz")) else "ITKReader"
-    try:
-        image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
-    except Exception as err:  # noqa: BLE001 - readers raise many types
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GnerfInputError(f"could not read X-ray image {path}: {reason}") from None
+    reader = "NibabelReader" if path.name.lower().endswith(NIFTI_SUFFIXES) else "ITKReader"
+    image = load_image(path, reader, "X-ray image")
     if image.ndim == 3 and image.shape[-1] in (3, 4) and path.suffix.lower() == ".png":
         image = image[..., :3].mean(-1)  # an RGB(A) screenshot: its gray level
     keep = [axis for axis, n in enumerate(image.shape) if n > 1]

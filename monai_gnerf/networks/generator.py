@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_gnerf.config import Config
+from monai_gnerf.config import Config, NonNegativeInt, PositiveFloat, PositiveInt
 from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
@@ -79,23 +79,21 @@ class GeneratorConfig(Config):
     """
 
     architecture: Architecture = "grid"
-    shape_dim: int = 32
-    appearance_dim: int = 16
-    hidden_features: int = 64
-    hidden_layers: int = 3
-    num_frequencies: int = 6
-    grid_size: int = 32
-    grid_channels: int = 32
-    extent_mm: float = 200.0
-    num_samples: int = 24
+    shape_dim: PositiveInt = 32
+    appearance_dim: NonNegativeInt = 16
+    hidden_features: PositiveInt = 64
+    hidden_layers: PositiveInt = 3
+    num_frequencies: NonNegativeInt = 6
+    grid_size: PositiveInt = 32
+    grid_channels: PositiveInt = 32
+    extent_mm: PositiveFloat = 200.0
+    num_samples: PositiveInt = 24
     render_mode: RenderMode = "line_integral"
-    scale_per_mm: float = MU_WATER_PER_MM
-    value_scale: float = 4.0
+    scale_per_mm: PositiveFloat = MU_WATER_PER_MM
+    value_scale: PositiveFloat = 4.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.architecture not in ("graf", "grid"):
-            raise GnerfInputError(f"architecture must be 'graf' or 'grid', got {self.architecture!r}.")
         levels = math.log2(self.grid_size / _GRID_START)
         if self.architecture == "grid" and (levels < 1 or levels != int(levels)):
             raise GnerfInputError(f"grid_size must be a power of two >= 8, got {self.grid_size}.")
@@ -117,11 +115,11 @@ class ConditionalRadianceField(nn.Module):
 
     def __init__(
         self,
-        shape_dim: int = 32,
-        appearance_dim: int = 16,
-        hidden_features: int = 64,
-        hidden_layers: int = 3,
-        num_frequencies: int = 6,
+        shape_dim: int,
+        appearance_dim: int,
+        hidden_features: int,
+        hidden_layers: int,
+        num_frequencies: int,
     ) -> None:
         super().__init__()
         self.encoding = FrequencyEncoding(num_frequencies)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from monai_gnerf.config import config_from_dict, config_to_dict
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import first_line, GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io.checkpoints import read_model_file, write_model_file
 from monai_gnerf.networks.generator import GeneratorConfig, RadianceFieldGenerator
@@ -54,5 +54,5 @@ def load_generator(
         generator.load_state_dict(payload["state_dict"])
         geometry = load_geometry(payload["geometry"])
     except (TypeError, KeyError, RuntimeError, GnerfInputError) as err:
-        raise GnerfInputError(f"incompatible generator file {path}: {str(err).splitlines()[0]}") from None
+        raise GnerfInputError(f"incompatible generator file {path}: {first_line(err)}") from None
     return generator.to(device).eval(), geometry, dict(payload.get("extra", {}))

@@ -457,7 +457,7 @@ def test_evaluate_in_process_resamples_the_reference_and_runs_test_set_metrics(d
 def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
     run, missing, out = wrong_path_cli
     proc = run.result()
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1] == f"monai-gnerf: error: dataset not found: {missing}"
@@ -479,21 +479,21 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
                            "test_set_metrics_2d": "@fid_kid_metrics", "feature_extractor_file": "{tmp}/inception.pt"},
          "feature extractor file not found: {tmp}/inception.pt"),
         ("train.json", {"dataset_dir": "{tmp}/no_such_data"}, "training data not found: {tmp}/no_such_data"),
-        ("train.json", {"prior#batch_size": 0}, "batch_size and max_iterations must be >= 1"),
+        ("train.json", {"prior#batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
         ("inference.json", {"xray": "{tmp}/missing.png"}, "X-ray file not found: {tmp}/missing.png"),
         ("inference.json", {"xray": "{projections}/png/view_000.png", "fit#weighting": "learned"},
          "weighting must be 'fixed', 'uncertainty' or 'uncertainty_ratio', got 'learned'"),
         ("inference.json", {"checkpoint": "{projections}/geometry.json"}, "cannot load checkpoint"),
     ],
 )  # fmt: skip
-def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single):
+def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single, capsys):
     places = {"tmp": tmp_path, "projections": drr_single[1] / "projections"}
     overrides = {key: value.format(**places) if isinstance(value, str) else value for key, value in overrides.items()}
     with pytest.raises(SystemExit) as exit_info:
         bundle_in_process(config, output_dir=str(tmp_path / "out"), **overrides)
-    code = str(exit_info.value.code)
-    assert code.startswith("monai-gnerf: error: ") and "\n" not in code
-    assert message.format(**places) in code
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("monai-gnerf: error: ") and message.format(**places) in last
 
 
 # ---------------------------------------------------------------------------------------------- docs
@@ -704,7 +704,7 @@ def test_shipped_model_is_the_documented_generator():
 def test_missing_checkpoint_fails_with_one_clear_line_through_the_cli(missing_checkpoint_cli):
     run, missing, out = missing_checkpoint_cli
     proc = run.result()
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1] == f"monai-gnerf: error: checkpoint not found: {missing}"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from gnerf_testing import TINY_GENERATOR, tiny_config
 
+from monai_gnerf.data import PhantomPopulation, PhantomViewDataset
 from monai_gnerf.engines import latest_checkpoint, train_prior
 from monai_gnerf.engines.prior import CHECKPOINT_PREFIX
 from monai_gnerf.errors import GnerfInputError
@@ -39,8 +40,11 @@ def test_prior_checkpoint_resume_round_trip(one_subject, tmp_path):
     assert resumed.iterations == 6
     assert latest_checkpoint(work, CHECKPOINT_PREFIX).name.endswith("_6.pt")
     bigger = tiny_config(8, generator=dataclasses.replace(TINY_GENERATOR, hidden_features=48))
-    with pytest.raises(GnerfInputError, match="incompatible checkpoint"):
+    with pytest.raises(GnerfInputError, match=r"holds a checkpoint of another run \(different generator\)"):
         train_prior(dataset, geometry, bigger, work_dir=work, progress=False)
+    other_data = PhantomViewDataset(PhantomPopulation("chest", seed=1), geometry, [0])  # same config, other subject
+    with pytest.raises(GnerfInputError, match=r"different inputs"):
+        train_prior(other_data, geometry, tiny_config(8, checkpoint_every=2), work_dir=work, progress=False)
 
 
 def test_the_3d_and_view_terms_fall_and_give_a_latent_distribution(one_subject):

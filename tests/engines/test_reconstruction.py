@@ -14,6 +14,7 @@ import torch
 from monai_gnerf.apps import DRRConfig, SparseViewJobConfig, reconstruct_folder, simulate_drrs
 from monai_gnerf.data import shepp_logan_phantom
 from monai_gnerf.data.phantoms import grid_affine
+from monai_gnerf.io import fingerprint
 from monai_gnerf.engines import ReconstructionConfig, latest_checkpoint, reconstruct
 from monai_gnerf.engines.reconstruction import CHECKPOINT_PREFIX
 from monai_gnerf.errors import GnerfInputError
@@ -139,9 +140,23 @@ def test_incompatible_or_corrupt_checkpoints_are_refused(tmp_path, problem):
     reconstruct(projections, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=2, rays_per_batch=512),
                 work_dir=work, progress=False)  # fmt: skip
     smaller = (20, 20, 20)
-    with pytest.raises(GnerfInputError, match="incompatible checkpoint"):
+    with pytest.raises(GnerfInputError, match="holds a checkpoint of another run \\(different shape, inputs\\)"):
         reconstruct(projections, GEOMETRY, smaller, grid_affine(smaller, (10.0,) * 3),
                     ReconstructionConfig(max_iterations=4, rays_per_batch=512), work_dir=work, progress=False)  # fmt: skip
+    other_patient = projections.flip(-1)  # same geometry and grid, other projections
+    with pytest.raises(GnerfInputError, match="different inputs"):
+        reconstruct(other_patient, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=4, rays_per_batch=512),
+                    work_dir=work, progress=False)  # fmt: skip
+    odd = work / f"{CHECKPOINT_PREFIX}_checkpoint_final.pt"  # a name that is not ours is ignored
+    odd.write_bytes(b"")
+    restarted = reconstruct(other_patient, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=3, rays_per_batch=512),
+                            work_dir=work, progress=False, restart=True)  # fmt: skip
+    assert restarted.iterations == 3 and odd.is_file()
+    assert torch.load(latest_checkpoint(work, CHECKPOINT_PREFIX), weights_only=True)["run"]["inputs"] == fingerprint(
+        other_patient, GEOMETRY.to_dict(), torch.as_tensor(affine, dtype=torch.float64), "no mask")  # fmt: skip
+    with pytest.raises(GnerfInputError, match="different inputs"):  # the first patient's checkpoint is gone
+        reconstruct(projections, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=4, rays_per_batch=512),
+                    work_dir=work, progress=False)  # fmt: skip
     latest_checkpoint(work, CHECKPOINT_PREFIX).write_bytes(b"not a checkpoint")
     with pytest.raises(GnerfInputError, match="cannot load checkpoint"):
         reconstruct(projections, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=4, rays_per_batch=512),

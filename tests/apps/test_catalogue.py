@@ -1,0 +1,334 @@
+"""A catalogue of bad inputs, bad options and file-system faults at the CLI, plus fuzzing.
+
+Each case must end with exit status 2, one stderr line naming the problem (no traceback) and
+nothing new left in the working folder. Inputs are tiny (a 16^3 CT, 4 views of 16x16 pixels).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from monai_gnerf.apps.cli import main
+from monai_gnerf.data import example_prior_path
+from monai_gnerf.geometry import load_geometry
+from monai_gnerf.io import atomic, read_png16
+from monai_gnerf.networks import load_generator, save_generator
+from dicom_utils import write_ct_series, write_dx
+
+TINY_GEOMETRY = {
+    "beam": "cone",
+    "angles_deg": [0.0, 90.0, 180.0, 270.0],
+    "detector_shape": [16, 16],
+    "pixel_spacing_mm": [8.0, 8.0],
+    "source_to_isocenter_mm": 500.0,
+    "source_to_detector_mm": 1000.0,
+}
+FIT = ["--max_iterations", "2", "--budget_s", "5", "--spacing_mm", "16"]
+
+
+def _ct(path: Path, data: np.ndarray | None = None, spacing_mm: float = 4.0) -> Path:
+    data = np.random.default_rng(0).uniform(-1000, 500, (16, 16, 16)).astype(np.int16) if data is None else data
+    nib.save(nib.Nifti1Image(data, np.diag([spacing_mm] * 3 + [1.0])), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A CT, a geometry, its projection folder and a few broken variants, in a read-only-by-convention folder."""
+    root = tmp_path_factory.mktemp("inputs")
+    _ct(root / "ct.nii.gz")
+    (root / "geometry.json").write_text(json.dumps(TINY_GEOMETRY))
+    main(["drr", str(root / "ct.nii.gz"), "--geometry", str(root / "geometry.json"), "--out", str(root / "proj")])
+    (root / "a_file").write_text("not a folder")
+    return root
+
+
+def _copy_projections(inputs: Path, work: Path, name: str) -> Path:
+    folder = work / name
+    shutil.copytree(inputs / "proj", folder)
+    return folder
+
+
+def _snapshot(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def _fails_with_one_line(argv: list[str], work: Path, capsys, pattern: str) -> str:
+    """Run the CLI; assert status 2, one line matching ``pattern``, and nothing new under ``work``."""
+    before = _snapshot(work)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2, err
+    assert err and err[-1].startswith("monai-gnerf: error: "), err
+    assert not any("Traceback" in line for line in err)
+    assert re.search(pattern, err[-1]), err[-1]
+    assert _snapshot(work) == before, "partial output left behind"
+    return err[-1]
+
+
+def _options(inputs: Path, out: Path) -> dict[str, tuple[list[str], str]]:
+    ct, geo, proj = str(inputs / "ct.nii.gz"), str(inputs / "geometry.json"), str(inputs / "proj")
+    drr = ["drr", ct, "--geometry", geo, "--out", str(out / "d")]
+    rec = ["reconstruct", proj, "--out", str(out / "r.nii.gz"), *FIT]
+    return {
+        "views abc": (drr + ["--views", "abc"], r"views must be an integer >= 1 or null, got 'abc'"),
+        "views 0": (drr + ["--views", "0"], r"views must be an integer >= 1"),
+        "method raytrace": (drr + ["--method", "raytrace"], r"method must be 'joseph', 'trilinear' or 'siddon'"),
+        "step_mm 0": (drr + ["--method", "trilinear", "--step_mm", "0"], r"step_mm must be a number > 0"),
+        "noise_i0 -1": (drr + ["--noise_i0", "-1"], r"noise_i0 must be a number > 0"),
+        "negative water": (drr + ["--mu_water_per_mm", "-0.02"], r"mu_water_per_mm must be a number > 0"),
+        "unknown option": (drr + ["--misspeled", "3"], r"unknown option --misspeled"),
+        "unknown device": (drr + ["--device", "tpu"], r"unknown device 'tpu'"),
+        "iterations abc": (rec + ["--max_iterations", "abc"], r"max_iterations must be an integer >= 1"),
+        "samples_per_ray 0": (rec + ["--samples_per_ray", "0"], r"samples_per_ray must be an integer >= 1"),
+        "log_every 0": (rec + ["--log_every", "0"], r"log_every must be an integer >= 1"),
+        "grid_levels 0": (rec + ["--grid_levels", "0"], r"grid_levels must be an integer >= 1"),
+        "learning_rate -1": (rec + ["--learning_rate", "-1"], r"learning_rate must be a number > 0"),
+        "final_lr_fraction 2": (rec + ["--final_lr_fraction", "2"], r"final_lr_fraction must be a number > 0 and <= 1"),
+        "tv_weight -1": (rec + ["--tv_weight", "-1"], r"tv_weight must be a number >= 0"),
+        "terabyte grid": (rec[:4] + ["--spacing_mm", "0.001"], r"reconstruction grid needs about .* of memory"),
+        "unknown method": (rec + ["--method", "sart"], r"method must be 'grid', 'naf', 'nerf' or 'fdk'"),
+        "unknown render_mode": (["train-prior", "--out", str(out / "p"), "--render_mode", "x"], r"render_mode must be"),
+        "zero subjects": (["train-prior", "--out", str(out / "p"), "--subjects", "0"], r"subjects must be an integer >= 1"),
+        "volume_size 0": (["single-view", str(inputs / "proj/png/view_000.png"), "--out", str(out / "s"),
+                           "--volume_size", "0"], r"volume_size must be an integer >= 2"),  # fmt: skip
+        "volume_size huge": (["single-view", str(inputs / "proj/png/view_000.png"), "--out", str(out / "s"),
+                              "--volume_size", "100000"], r"100000\^3 volume needs about .* of memory"),  # fmt: skip
+    }
+
+
+OPTION_CASES = list(_options(Path("."), Path(".")))
+
+
+@pytest.mark.parametrize("case", OPTION_CASES)
+def test_bad_options_are_one_line_before_any_work(case, inputs, tmp_path, capsys):
+    argv, pattern = _options(inputs, tmp_path)[case]
+    _fails_with_one_line(argv, tmp_path, capsys, pattern)
+
+
+def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]:
+    """Make one broken input under ``work``; return the command that must refuse it and the expected message."""
+    out = ["--out", str(work / "out")]
+    if kind == "truncated stack":
+        folder = _copy_projections(inputs, work, "p")
+        stack = folder / "projections.nii.gz"
+        stack.write_bytes(stack.read_bytes()[:300])
+        return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), *FIT], r"could not read projection stack"
+    if kind == "corrupt projections.json":
+        folder = _copy_projections(inputs, work, "p")
+        (folder / "projections.json").write_text("{corrupt")
+        return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), *FIT], r"projections.json is not valid JSON"
+    if kind == "negative projections":
+        folder = _copy_projections(inputs, work, "p")
+        stack = nib.load(folder / "projections.nii.gz")
+        nib.save(nib.Nifti1Image(-np.asarray(stack.dataobj) - 1.0, stack.affine), folder / "projections.nii.gz")
+        return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), *FIT], r"below zero by more than noise"
+    if kind == "empty checkpoint":
+        (work / "empty.pt").write_bytes(b"")
+        return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "empty.pt"), *out], r"cannot load checkpoint"
+    if kind == "NaN-weight checkpoint":
+        generator, geometry, extra = load_generator(example_prior_path())
+        with torch.no_grad():
+            next(generator.parameters()).fill_(float("nan"))
+        save_generator(work / "nan.pt", generator, geometry, extra)
+        return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "nan.pt"), *out], r"NaN or infinite weights"
+    if kind == "corrupt PNG":
+        (work / "x.png").write_bytes(b"\x89PNG\r\n\x1a\nxxxx")
+        return ["single-view", str(work / "x.png"), *out], r"could not read X-ray image"
+    if kind == "1x1 PNG":
+        Image.fromarray(np.zeros((1, 1), np.uint8)).save(work / "x.png")
+        return ["single-view", str(work / "x.png"), *out], r"an X-ray must be a 2D"
+    if kind == "constant PNG":
+        Image.fromarray(np.full((32, 32), 7, np.uint8)).save(work / "x.png")
+        return ["single-view", str(work / "x.png"), *out], r"constant image"
+    if kind == "DX with RescaleSlope 0":
+        write_dx(work / "x.dcm", np.arange(64 * 64).reshape(64, 64) % 4000, RescaleSlope=0, RescaleIntercept=0)
+        return ["single-view", str(work / "x.dcm"), *out], r"RescaleSlope 0"
+    if kind == "CT with zero spacing":
+        path = work / "zero.nii"
+        _ct(path)
+        raw = bytearray(path.read_bytes())
+        raw[80:84] = np.float32(0.0).tobytes()  # pixdim[1]
+        path.write_bytes(bytes(raw))
+        return ["drr", str(path), "--geometry", str(inputs / "geometry.json"), *out], r"voxel spacing of \[0.0, 4.0, 4.0\]"
+    if kind == "complex CT":
+        nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.complex64), np.eye(4)), work / "c.nii.gz")
+        return ["drr", str(work / "c.nii.gz"), *out], r"holds complex values"
+    if kind == "truncated CT":
+        (work / "t.nii.gz").write_bytes((inputs / "ct.nii.gz").read_bytes()[:200])
+        return ["drr", str(work / "t.nii.gz"), *out], r"could not read CT"
+    if kind == "DICOM series with a missing slice":
+        files = write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(1.0, 1.0, 2.0))
+        files[3].unlink()
+        return ["drr", str(work / "series"), *out], r"not evenly spaced: a 4 mm gap after slice 2 where the others are 2 mm"
+    if kind == "source inside the volume":
+        geometry = {**TINY_GEOMETRY, "source_to_isocenter_mm": 20.0, "source_to_detector_mm": 100.0}
+        (work / "g.json").write_text(json.dumps(geometry))
+        return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], r"source of view 0 .* inside the volume"
+    if kind == "detector of 960 GB":
+        geometry = {**TINY_GEOMETRY, "detector_shape": [400_000, 150_000]}
+        (work / "g.json").write_text(json.dumps(geometry))
+        return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], r"(needs about .* of memory|not enough disk space)"
+    raise AssertionError(kind)
+
+
+CORRUPT_CASES = [
+    "truncated stack", "corrupt projections.json", "negative projections", "empty checkpoint", "NaN-weight checkpoint",
+    "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
+    "truncated CT", "DICOM series with a missing slice", "source inside the volume", "detector of 960 GB",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", CORRUPT_CASES)
+def test_corrupt_and_nonsense_inputs_are_refused(kind, inputs, tmp_path, capsys):
+    argv, pattern = _write_corrupt(kind, inputs, tmp_path)
+    _fails_with_one_line(argv, tmp_path, capsys, pattern)
+
+
+def _destinations(inputs: Path, work: Path) -> dict[str, tuple[list[str], str]]:
+    ct, geo, proj, a_file = (str(inputs / n) for n in ("ct.nii.gz", "geometry.json", "proj", "a_file"))
+    drr = ["drr", ct, "--geometry", geo]
+    rec = ["reconstruct", proj, *FIT]
+    return {
+        "output parent is a file": (drr + ["--out", f"{a_file}/sub"], r"a_file is a file, not a folder"),
+        "output folder is a file": (drr + ["--out", a_file], r"a_file is a file, not a folder"),
+        "output file is a folder": (rec + ["--out", str(work)], r"is a folder; give a file name"),
+        "existing output": (drr + ["--out", proj], r"proj \(holding geometry.json, png, projections.json\) exists; pass --overwrite"),
+        "work_dir is a file": (rec + ["--out", str(work / "r.nii.gz"), "--work_dir", a_file], r"--work_dir .* is a file"),
+        "tensorboard_dir is a file": (rec + ["--out", str(work / "r.nii.gz"), "--tensorboard_dir", a_file],
+                                      r"--tensorboard_dir .* is a file"),  # fmt: skip
+    }
+
+
+@pytest.mark.parametrize("case", list(_destinations(Path("."), Path("."))))
+def test_bad_destinations_are_refused_before_any_work(case, inputs, tmp_path, capsys):
+    argv, pattern = _destinations(inputs, tmp_path)[case]
+    _fails_with_one_line(argv, tmp_path, capsys, pattern)
+
+
+def test_full_disk_is_refused_up_front_and_mid_run(inputs, tmp_path, capsys, monkeypatch):
+    drr = ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(inputs / "geometry.json"), "--out", str(tmp_path / "d")]
+    real = shutil.disk_usage
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    _fails_with_one_line(drr, tmp_path, capsys, r"not enough disk space .* 1000 B free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", real)
+
+    def full_disk(*_, **__):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(nib, "save", full_disk)
+    _fails_with_one_line(drr, tmp_path, capsys, r"could not write .*d: No space left on device")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_parent_is_refused(inputs, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        argv = ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(inputs / "geometry.json"), "--out", str(locked / "d")]
+        _fails_with_one_line(argv, tmp_path, capsys, r"locked is not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_overwrite_replaces_an_existing_output(inputs, tmp_path, capsys):
+    out = _copy_projections(inputs, tmp_path, "d")
+    (out / "keep.txt").write_text("the user's own file")
+    argv = ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(inputs / "geometry.json"), "--views", "2", "--out", str(out)]
+    _fails_with_one_line(argv, tmp_path, capsys, r"exists; pass --overwrite")
+    main([*argv, "--overwrite"])
+    assert load_geometry(out / "geometry.json").num_views == 2 and (out / "keep.txt").is_file()
+
+
+def test_resume_refuses_another_patients_checkpoint(inputs, tmp_path, capsys):
+    work = tmp_path / "work"
+    main(["reconstruct", str(inputs / "proj"), "--out", str(tmp_path / "a.nii.gz"), "--work_dir", str(work), *FIT])
+    other = _copy_projections(inputs, tmp_path, "other")
+    stack = nib.load(other / "projections.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(stack.dataobj)[::-1].copy(), stack.affine), other / "projections.nii.gz")
+    argv = ["reconstruct", str(other), "--out", str(tmp_path / "b.nii.gz"), "--work_dir", str(work), *FIT]
+    _fails_with_one_line(argv, tmp_path, capsys, r"holds a checkpoint of another run \(different inputs\)")
+    main([*argv, "--overwrite"])  # starts afresh
+    assert (tmp_path / "b.nii.gz").is_file()
+
+
+def test_gray_alpha_png_reads_as_its_gray_level(tmp_path):
+    gray = np.arange(32, dtype=np.uint8)[None].repeat(8, 0) * 8
+    Image.fromarray(np.stack([gray, np.full_like(gray, 255)], -1), "LA").save(tmp_path / "la.png")
+    assert np.allclose(read_png16(tmp_path / "la.png", 255.0), gray)
+
+
+# ------------------------------------------------------------------ fuzzing
+_FUZZ_VALUES = [0, -1, 1, 2, 16, 2.5, 1e12, -1e12, float("nan"), "abc", None, [], [1], [16, 16], [1, 2, 3], {}, True]
+
+
+def _fuzzed_geometry(rng: random.Random) -> dict:
+    geometry = json.loads(json.dumps(TINY_GEOMETRY))
+    for _ in range(rng.randint(1, 3)):
+        key = rng.choice([*TINY_GEOMETRY, "isocenter_mm", "rotation_axis", "source_direction", "tilt_deg", "bogus"])
+        if rng.random() < 0.15:
+            geometry.pop(key, None)
+        else:
+            geometry[key] = rng.choice(_FUZZ_VALUES + [["cone"], "parallel", [0.0, float("inf")]])
+    return geometry
+
+
+def _fuzzed_nifti(rng: random.Random, source: bytes) -> bytes:
+    """The tiny CT's header with 1-3 fields overwritten by random numbers (uncompressed .nii)."""
+    raw = bytearray(source)
+    fields = [(40, "h", 8), (70, "h", 1), (72, "h", 1), (76, "f", 8), (108, "f", 1), (252, "h", 2), (280, "f", 12)]
+    for _ in range(rng.randint(1, 3)):
+        offset, code, count = rng.choice(fields)
+        index = rng.randrange(count)
+        value = rng.choice([0, -1, 1, 3, 64, 32767, -32768, 1e-30, 1e30, float("nan")])
+        dtype = np.int16 if code == "h" else np.float32
+        with np.errstate(all="ignore"):
+            packed = np.array([value]).astype(dtype).tobytes()
+        size = np.dtype(dtype).itemsize
+        raw[offset + index * size : offset + (index + 1) * size] = packed
+    return bytes(raw)
+
+
+def _fuzz_once(argv: list[str], out: Path, work: Path, capsys) -> None:
+    before = _snapshot(work)
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (0, 2), (argv, err)
+    if code == 2:
+        assert err[-1].startswith("monai-gnerf: error: ") and not any("Traceback" in line for line in err), err
+        assert _snapshot(work) == before, (argv, "partial output")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def test_fuzzed_geometries_and_nifti_headers_give_a_result_or_one_line(inputs, tmp_path, capsys):
+    rng = random.Random(1234)
+    ct = inputs / "ct.nii.gz"
+    nii = tmp_path / "ct.nii"
+    nib.save(nib.load(ct), nii)
+    source = nii.read_bytes()
+    out = tmp_path / "out"
+    for _ in range(300):
+        (tmp_path / "g.json").write_text(json.dumps(_fuzzed_geometry(rng)))
+        _fuzz_once(["drr", str(ct), "--geometry", str(tmp_path / "g.json"), "--out", str(out)], out, tmp_path, capsys)
+    for _ in range(200):
+        nii.write_bytes(_fuzzed_nifti(rng, source))
+        argv = ["drr", str(nii), "--geometry", str(inputs / "geometry.json"), "--out", str(out)]
+        _fuzz_once(argv, out, tmp_path, capsys)
