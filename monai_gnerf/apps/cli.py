@@ -22,6 +22,7 @@ from monai_gnerf.apps.demo import demo as main_demo
 from monai_gnerf.apps.sparse_view import reconstruct_folder
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
+from monai_gnerf.resources import set_threads
 
 __all__ = ["Commands", "main"]
 
@@ -91,11 +92,32 @@ def _check_options(argv: list[str]) -> None:
             check_option_names(job, argv[1:])
 
 
+def _pop_threads(args: list[str]) -> tuple[int | None, list[str]]:
+    """The global ``--threads N`` (or ``--threads=N``) option, and the other arguments."""
+    rest, threads = [], None
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--threads" or token.startswith("--threads="):
+            value = token.partition("=")[2] if "=" in token else next(tokens, "")
+            if not value.isdigit():
+                raise GnerfInputError(f"--threads must be an integer >= 1, got {value!r}.")
+            threads = int(value)
+        else:
+            rest.append(token)
+    return threads, rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: runs :class:`Commands` and turns user errors into one-line messages."""
+    """Console entry point: runs :class:`Commands` and turns user errors into one-line messages.
+
+    ``--threads N`` (any command) sets torch's intra-op threads; the default is the CPUs this
+    process may use (affinity mask and cgroup quota, :func:`monai_gnerf.resources.available_cpus`).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        threads, args = _pop_threads(args)
+        set_threads(threads)
         _check_options(args)
         fire.Fire(Commands, command=args, name="monai-gnerf")
     except GnerfInputError as err:

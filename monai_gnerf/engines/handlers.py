@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from tqdm.auto import tqdm
 from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
 
 from monai_gnerf.errors import first_line, GnerfInputError
 from monai_gnerf.io.checkpoints import load_checkpoint_file
+from monai_gnerf.progress import bar_interval_s, progress_bar
 
 __all__ = ["RunState", "latest_checkpoint", "attach_training_handlers", "run_engine"]
 
@@ -176,7 +176,7 @@ def attach_training_handlers(
     if progress and budget_s is not None:
         _attach_budget_bar(engine, run_state, budget_s)
     elif progress:
-        ProgressBar(persist=True).attach(engine, output_transform=lambda o: {"loss": o["loss"]})
+        ProgressBar(persist=True, mininterval=bar_interval_s()).attach(engine, output_transform=lambda o: {"loss": o["loss"]})
     if work_dir is None:
         return None
     saver = Checkpoint(
@@ -197,14 +197,14 @@ def _attach_budget_bar(engine: Engine, run_state: RunState, budget_s: float) -> 
     It reads ``time [elapsed/budget]`` in seconds, the ``[n/total]`` form that iteration bars
     have, so a caller parsing either sees the fraction done.
     """
-    bars: list[tqdm] = []  # made at the first iteration, so a resumed run's ETA counts from its own start
+    bars: list = []  # made at the first iteration, so a resumed run's ETA counts from its own start
 
     @engine.on(Events.ITERATION_COMPLETED)
     def _advance(e: Engine) -> None:
         done = min(round(run_state.elapsed_s), round(budget_s))
         if not bars:
             bar_format = "{desc} [{n}/{total}] {bar} {elapsed}<{remaining}{postfix}"
-            bars.append(tqdm(total=round(budget_s), initial=done, desc="time (s)", bar_format=bar_format))
+            bars.append(progress_bar(total=round(budget_s), initial=done, desc="time (s)", bar_format=bar_format))
         bars[0].update(done - bars[0].n)
         loss = e.state.output.get("loss") if isinstance(e.state.output, dict) else None
         bars[0].set_postfix_str(f"iteration {e.state.iteration}" + ("" if loss is None else f", loss {loss:.4g}"))

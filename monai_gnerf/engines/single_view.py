@@ -36,13 +36,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from monai_gnerf.config import Config, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.losses import StructuralLoss, UncertaintyWeightedLoss, VGGFeatureLoss
 from monai_gnerf.networks import RadianceFieldGenerator
+from monai_gnerf.progress import progress_bar
 
 __all__ = ["LatentPrior", "SingleViewConfig", "SingleViewFit", "copy_input_views", "fit_single_view"]
 
@@ -241,7 +241,7 @@ def _optimize(
         return float("nan")
     optimizer = torch.optim.Adam([group for group in params if group["params"]])
     loss = torch.zeros(())
-    for _ in tqdm(range(steps), desc=label, disable=not progress, leave=False):
+    for _ in progress_bar(range(steps), desc=label, disable=not progress, leave=False):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn()
         loss.backward()

@@ -20,9 +20,9 @@ from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from monai_gnerf.geometry import ProjectionGeometry, voxel_world_points
+from monai_gnerf.progress import progress_bar
 
 __all__ = ["ramp_filter", "fdk"]
 
@@ -101,7 +101,7 @@ def fdk(
     rows, cols = geometry.detector_shape
     to_grid = torch.tensor([2.0 / (cols - 1), 2.0 / (rows - 1)], dtype=dtype, device=device)
     total = torch.zeros(world.shape[0], dtype=dtype, device=device)
-    for view in tqdm(range(geometry.num_views), desc="FDK", disable=not progress, unit="view"):
+    for view in progress_bar(range(geometry.num_views), desc="FDK", disable=not progress, unit="view"):
         matrix = geometry.projection_matrix(view).to(dtype=dtype, device=device)
         h = torch.addmm(matrix[:, 3], world, matrix[:, :3].T)  # (N, 3): row*w, col*w, w
         grid = (h[:, [1, 0]] / h[:, 2:3]) * to_grid - 1.0  # (x=col, y=row) in [-1, 1]

@@ -30,11 +30,11 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from tqdm.auto import tqdm
 
 from monai_gnerf.errors import VolumeError
 from monai_gnerf.geometry import ProjectionGeometry, volume_center_mm
 from monai_gnerf.render.sampling import clip_rays_to_box, sample_rays, world_to_index_rays
+from monai_gnerf.progress import progress_bar
 
 __all__ = ["RenderMethod", "VolumeProjector", "render_drr"]
 
@@ -236,7 +236,7 @@ class VolumeProjector:
         views = list(range(geometry.num_views)) if views is None else list(views)
         device, dtype = self.volume.device, self.volume.dtype
         images = []
-        for view in tqdm(views, desc=f"DRR ({self.method})", disable=not progress, unit="view"):
+        for view in progress_bar(views, desc=f"DRR ({self.method})", disable=not progress, unit="view"):
             origins, directions = geometry.rays([view], device=device, dtype=torch.float64)
             o, d = world_to_index_rays(origins.reshape(-1, 3), directions.reshape(-1, 3), self.affine.to(device))
             images.append(self.integrate(o.to(dtype), d.to(dtype)).view(geometry.detector_shape))
