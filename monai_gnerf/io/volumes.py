@@ -28,40 +28,52 @@ MAX_SPACING_MM = 50.0
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+def _dicom_series(folder: Path) -> list[pydicom.Dataset]:
+    """The headers (pixels not read) of the single DICOM series in ``folder``, each with its ``filename``.
+
+    Raises:
+        VolumeError: the folder holds no readable DICOM file, or more than one series.
+    """
+    series: dict[str, list[pydicom.Dataset]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        series.setdefault(str(header.get("SeriesInstanceUID", "unknown")), []).append(header)
+    if not series:
+        raise VolumeError(f"no DICOM files found in folder {folder}")
+    if len(series) > 1:
+        sizes = ", ".join(f"{uid} ({len(headers)} files)" for uid, headers in series.items())
+        raise VolumeError(f"folder {folder} mixes {len(series)} DICOM series: {sizes}; give one series per folder.")
+    return next(iter(series.values()))
+
+
 def dicom_series_files(folder: Path) -> list[Path]:
     """The files of the single DICOM series in ``folder``.
 
     Raises:
         VolumeError: the folder holds no readable DICOM file, or more than one series.
     """
-    series: dict[str, list[Path]] = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError):
-            continue
-        uid = str(header.get("SeriesInstanceUID", "unknown"))
-        series.setdefault(uid, []).append(path)
-    if not series:
-        raise VolumeError(f"no DICOM files found in folder {folder}")
-    if len(series) > 1:
-        sizes = ", ".join(f"{uid} ({len(files)} files)" for uid, files in series.items())
-        raise VolumeError(f"folder {folder} mixes {len(series)} DICOM series: {sizes}; give one series per folder.")
-    return next(iter(series.values()))
+    return [Path(header.filename) for header in _dicom_series(folder)]
 
 
-def check_slice_spacing(files: list[Path], tolerance: float = 0.01) -> None:
+def check_slice_spacing(headers: list[pydicom.Dataset], tolerance: float = 0.01) -> None:
     """Refuse a DICOM series whose slices are not evenly spaced (a missing, duplicate or stray slice).
 
     Slice positions are ImagePositionPatient projected on the slice normal of
-    ImageOrientationPatient; a series without those tags (or of one slice) is not checked.
+    ImageOrientationPatient; a series without those tags (or of fewer than three slices) is not
+    checked.
+
+    Args:
+        headers: the series' headers (``pydicom.dcmread(..., stop_before_pixels=True)``).
+        tolerance: allowed deviation of a gap from the median gap, as a fraction of it.
 
     Raises:
         VolumeError: naming the irregular gap and the regular spacing.
     """
     positions = []
-    for path in files:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+    for header in headers:
         if "ImagePositionPatient" not in header or "ImageOrientationPatient" not in header:
             return
         row, col = np.asarray(header.ImageOrientationPatient, dtype=np.float64).reshape(2, 3)
@@ -74,7 +86,7 @@ def check_slice_spacing(files: list[Path], tolerance: float = 0.01) -> None:
     if regular <= 0 or bad.size:
         where = int(bad[0]) if bad.size else 0
         raise VolumeError(
-            f"DICOM series {files[0].parent} is not evenly spaced: a {gaps[where]:.3g} mm gap after slice {where} "
+            f"DICOM series {Path(headers[0].filename).parent} is not evenly spaced: a {gaps[where]:.3g} mm gap after slice {where} "
             f"where the others are {regular:.3g} mm (a missing, duplicate or stray slice); give a complete series."
         )
 
@@ -122,7 +134,7 @@ def load_ct(path: str | Path) -> MetaTensor:
     if not path.exists():
         raise VolumeError(f"CT not found: {path}")
     if path.is_dir():
-        check_slice_spacing(dicom_series_files(path))  # one regular series, or a clear error; ITK then reads it
+        check_slice_spacing(_dicom_series(path))  # one regular series, or a clear error; ITK then reads it
     image = load_image(path, _reader_for(path), "CT", VolumeError)
     image = image.squeeze() if image.ndim > 3 else image
     _validate_ct(image, path)
