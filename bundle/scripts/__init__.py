@@ -12,10 +12,17 @@ bundle needs:
   device, a bad option, an existing output without ``overwrite``) into one line
   ``monai-gnerf: error: ...`` on stderr and exit status 2, as the CLI does. Any other exception is
   a bug and keeps its traceback. Called in-process (``monai.bundle.ConfigWorkflow``), the same
-  error surfaces as ``SystemExit(2)`` after the line. The config dataclass nodes of the configs are
-  declared ``"_mode_": "callable"``, so MONAI hands over their constructors and this function
-  builds them: the type and range checks of a bad override happen here, as one line, instead of
-  in MONAI's instantiation (which would wrap them in a traceback).
+  error surfaces as ``SystemExit(2)`` after the line. The config dataclass nodes of the job
+  configs are declared ``"_mode_": "callable"``, so MONAI hands over their constructors and this
+  function builds them: the type and range checks of a bad override happen here.
+* :func:`report_errors_in_one_line`: ``train.json`` composes its components (networks, data,
+  optimizers, trainer, handlers) in the config, so MONAI builds them before any job function
+  runs and wraps their errors in its own. The first step of its ``run`` installs this hook: an
+  uncaught exception caused by a :class:`~monai_gnerf.errors.GnerfInputError` ends
+  ``python -m monai.bundle run`` with the same one line and exit status 2. In-process, the
+  MONAI error propagates; :func:`user_error` finds the user error in it.
+* :func:`check_training_inputs`, :func:`run_trainer`: ``train.json``'s checks before training
+  (device, destinations) and its run (a finished run is not run again).
 * :func:`simulate_dataset`: ``drr.json``'s job over a dataset of CTs.
 * :func:`simulate_model_xray`: the default input of ``inference.json``, one simulated X-ray in
   the trained generator's own acquisition geometry.
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,12 +47,23 @@ from typing import Any, TypeVar
 import torch
 
 from monai_gnerf.apps import DRRConfig, check_device, simulate_drrs
+from monai_gnerf.engines import PriorTrainer
 from monai_gnerf.config import Config
 from monai_gnerf.data import ct_cases, is_ct_collection
 from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.io import check_output
 from monai_gnerf.networks import load_generator
 
-__all__ = ["SINGLE_CT_FOLDER", "run_or_exit", "simulate_dataset", "simulate_model_xray"]
+__all__ = [
+    "SINGLE_CT_FOLDER",
+    "check_training_inputs",
+    "report_errors_in_one_line",
+    "run_or_exit",
+    "run_trainer",
+    "simulate_dataset",
+    "simulate_model_xray",
+    "user_error",
+]
 
 T = TypeVar("T")
 SINGLE_CT_FOLDER = "projections"
@@ -57,13 +76,71 @@ def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
     Raises:
         SystemExit: status 2, after printing ``"monai-gnerf: error: <reason>"`` on stderr, when
-            the job raises :class:`~monai_gnerf.errors.GnerfInputError`.
+            the job raises :class:`~monai_gnerf.errors.GnerfInputError` (or an error caused by one).
     """
     try:
         return job(*[_built(a) for a in args], **{key: _built(value) for key, value in kwargs.items()})
-    except GnerfInputError as err:
-        print(f"monai-gnerf: error: {err}", file=sys.stderr)
+    except Exception as err:
+        found = user_error(err)  # also inside the wrappers of MONAI's transforms and engines
+        if found is None:
+            raise
+        print(f"monai-gnerf: error: {found}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def user_error(error: BaseException | None) -> GnerfInputError | None:
+    """The :class:`~monai_gnerf.errors.GnerfInputError` that caused ``error`` (itself, or along its
+    ``__cause__`` / ``__context__`` chain, where MONAI's config parser wraps it), or ``None``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, GnerfInputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def report_errors_in_one_line() -> None:
+    """From now on, an uncaught exception caused by a user error ends the program with one line and status 2.
+
+    Other exceptions keep Python's traceback (they are bugs). Installing it twice is harmless.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "reports_user_errors", False):
+        return
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        found = user_error(error)
+        if found is None:
+            previous(kind, error, traceback)
+            return
+        print(f"monai-gnerf: error: {found}", file=sys.stderr)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)  # an excepthook cannot choose the exit status otherwise
+
+    hook.reports_user_errors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def check_training_inputs(
+    data_loader: Any, output_dir: str | Path, tensorboard_dir: str | Path | None, device: str | torch.device
+) -> None:
+    """``train.json``'s checks before anything is written: the data (built by now), the device and
+    the destinations (a run in ``output_dir`` resumes, so it may exist)."""
+    check_device(device)
+    check_output(output_dir, "dir", overwrite=True)
+    if tensorboard_dir is not None:
+        check_output(tensorboard_dir, "dir", overwrite=True, option="tensorboard_dir")
+    _LOGGER.info(f"training on {len(data_loader.dataset)} views in batches of {data_loader.batch_size}")
+
+
+def run_trainer(trainer: PriorTrainer) -> PriorTrainer:
+    """Run a trainer to its iteration budget (a finished, resumed run is not run again)."""
+    if trainer.state.iteration < trainer.state.max_epochs * trainer.state.epoch_length:
+        trainer.run()
+    return trainer
 
 
 def _built(value: Any) -> Any:

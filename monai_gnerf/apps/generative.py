@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
+from ignite.engine import Engine, Events
+from monai.inferers import Inferer
+from monai.utils import CommonKeys
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -30,7 +33,9 @@ from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.engines import (
     LatentPrior,
     PriorConfig,
+    PriorResult,
     SingleViewConfig,
+    SingleViewFit,
     copy_input_views,
     fit_single_view,
     train_prior,
@@ -43,24 +48,29 @@ from monai_gnerf.io import (
     check_output,
     projection_folder_bytes,
     load_ct,
-    load_xray,
     save_projections,
     save_volume,
     silhouette_width_fraction,
-    to_model_detector,
 )
 from monai_gnerf.metrics import normalize_to_reference, psnr
 from monai_gnerf.resources import check_memory
-from monai_gnerf.networks import load_generator, save_generator
+from monai_gnerf.networks import GeneratorHeader, RadianceFieldGenerator, load_generator, save_generator
 from monai_gnerf.physics import MU_WATER_PER_MM, attenuation_to_hu, hu_to_attenuation
 from monai_gnerf.render import render_drr, sample_volume_at
+from monai_gnerf.transforms import ModelViewOfXRay
 
 __all__ = [
     "SingleViewJobConfig",
     "TrainPriorJobConfig",
     "prior_dataset",
+    "prior_geometry",
+    "export_prior",
     "example_single_view",
     "model_view_of_xray",
+    "xray_intake",
+    "SingleViewResult",
+    "SingleViewInferer",
+    "SingleViewWriter",
     "single_view_reconstruction",
     "train_prior_workflow",
 ]
@@ -139,6 +149,32 @@ def _view_statistics(dataset: Dataset, samples: int = 16) -> dict[str, float]:
     }
 
 
+def prior_geometry(config: TrainPriorJobConfig) -> ProjectionGeometry:
+    """The training acquisition: the job's geometry, its detector resampled to ``detector_size``
+    pixels per side over the same physical size (CPU-sized training)."""
+    return load_geometry(config.geometry).with_detector_shape(config.detector_size, config.detector_size)
+
+
+def export_prior(out: str | Path, result: PriorResult, dataset: Dataset, config: TrainPriorJobConfig) -> Path:
+    """Write ``OUT/generator.pt``: the trained generator, its geometry and what single view needs.
+
+    The file's ``extra`` holds the data's name and size, the view statistics (typical line
+    integral, body width), the run's iterations and seconds, the job's options and the learned
+    latent distribution. In a distributed run only rank 0 writes.
+
+    Returns:
+        The generator file.
+    """
+    path = Path(out) / "generator.pt"
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return path
+    extra = {"data": str(config.data), "subjects": config.subjects, **_view_statistics(dataset),
+             "iterations": result.iterations, "seconds": result.seconds, "config": config_to_dict(config)}  # fmt: skip
+    if result.latent_mean is not None:
+        extra.update(latent_mean=result.latent_mean.cpu(), latent_covariance=result.latent_covariance.cpu())
+    return save_generator(path, result.generator, result.geometry, extra)
+
+
 def train_prior_workflow(
     out: str | Path = "outputs/prior",
     config: TrainPriorJobConfig | None = None,
@@ -169,16 +205,10 @@ def train_prior_workflow(
     out = check_output(out, "dir", overwrite=True)
     if tensorboard_dir is not None:
         check_output(tensorboard_dir, "dir", overwrite=True, option="--tensorboard_dir")
-    geo = load_geometry(config.geometry).with_detector_shape(config.detector_size, config.detector_size)
+    geo = prior_geometry(config)
     dataset = prior_dataset(config.data, geo, config.subjects)
     result = train_prior(dataset, geo, config.prior, out / "checkpoints", tensorboard_dir, device, restart=overwrite)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return out / "generator.pt"
-    extra = {"data": str(config.data), "subjects": config.subjects, **_view_statistics(dataset),
-             "iterations": result.iterations, "seconds": result.seconds, "config": config_to_dict(config)}  # fmt: skip
-    if result.latent_mean is not None:
-        extra.update(latent_mean=result.latent_mean.cpu(), latent_covariance=result.latent_covariance.cpu())
-    return save_generator(out / "generator.pt", result.generator, result.geometry, extra)
+    return export_prior(out, result, dataset, config)
 
 
 @dataclass
@@ -209,26 +239,133 @@ def _write_gif(path: Path, views_display: torch.Tensor, duration_ms: int = 80) -
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
 
 
-def model_view_of_xray(
-    xray: str | Path, geometry: ProjectionGeometry, extra: dict[str, Any], config: SingleViewJobConfig,
-    default_max: float,
-) -> torch.Tensor:
+def model_view_of_xray(xray: str | Path, header: GeneratorHeader, config: SingleViewJobConfig) -> torch.Tensor:
     """The X-ray intake shared by the CLI, the bundle and Slicer: file -> line integrals on the model detector.
 
     Args:
         xray: the radiograph file (DICOM, NRRD/NIfTI/MHA, PNG).
-        geometry: the model's acquisition.
-        extra: the generator file's metadata (``reference_max``, ``silhouette_width_fraction``).
+        header: the generator file's header (geometry, ``reference_max``, ``silhouette_width_fraction``).
         config: the job's options (``pixel_spacing_mm``, ``centre_silhouette``).
-        default_max: line integral of the brightest pixel when the model file records none.
     """
-    image = load_xray(xray)
-    if config.pixel_spacing_mm is not None:
-        image = image.with_pixel_spacing(config.pixel_spacing_mm)
-    return to_model_detector(
-        image, geometry, float(extra.get("reference_max", default_max)),
-        extra.get("silhouette_width_fraction"), config.centre_silhouette,
-    )  # fmt: skip
+    return xray_intake(header, config)(xray)
+
+
+def xray_intake(header: GeneratorHeader, config: SingleViewJobConfig) -> ModelViewOfXRay:
+    """The :class:`~monai_gnerf.transforms.ModelViewOfXRay` of a model with the job's options."""
+    return ModelViewOfXRay(header.geometry, header.reference_max, header.extra.get("silhouette_width_fraction"),
+                           config.pixel_spacing_mm, config.centre_silhouette)  # fmt: skip
+
+
+@dataclass
+class SingleViewResult:
+    """What :class:`SingleViewInferer` returns for one X-ray.
+
+    Attributes:
+        views: ``(views, rows, cols)`` line integrals over the full orbit, from the fitted angle.
+        views_geometry: their acquisition (the model's, with the orbit's angles).
+        volume: ``(s, s, s)`` attenuation (1/mm) over the generator's scene cube.
+        affine: the volume's affine (isocenter at the world origin).
+        fit: the inversion's result (codes, angle, loss history, task weights).
+    """
+
+    views: torch.Tensor
+    views_geometry: ProjectionGeometry
+    volume: torch.Tensor
+    affine: torch.Tensor
+    fit: SingleViewFit
+
+
+class SingleViewInferer(Inferer):
+    """MONAI inferer of single-view reconstruction: fit the network (a generator) to one model view.
+
+    ``inferer(view, network)`` runs :func:`~monai_gnerf.engines.fit_single_view` (latent search from
+    the prior, then fine-tuning of a copy; gradients on even inside an evaluator's ``no_grad``)
+    and renders the fitted model: ``config.views`` views over 360 degrees and a
+    ``config.volume_size^3`` volume.
+
+    Args:
+        geometry: the model's acquisition.
+        config: the job's options (``fit``, ``views``, ``volume_size``).
+        latent_prior: the codes' prior (:meth:`LatentPrior.of_generator`); default standard normal.
+        progress: show progress bars.
+    """
+
+    def __init__(
+        self, geometry: ProjectionGeometry, config: SingleViewJobConfig, latent_prior: LatentPrior | None = None,
+        progress: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.geometry, self.config, self.latent_prior, self.progress = geometry, config, latent_prior, progress
+
+    def __call__(self, inputs: torch.Tensor, network: RadianceFieldGenerator) -> SingleViewResult:
+        """Fit ``network`` to ``inputs``, one view ``(rows, cols)`` or a batch of one ``(1, rows, cols)``."""
+        view = inputs[0] if inputs.ndim == 3 else inputs
+        device = next(network.parameters()).device
+        with torch.enable_grad():
+            fit = fit_single_view(network, self.geometry, view.to(device), self.config.fit, device, self.progress,
+                                  self.latent_prior)  # fmt: skip
+        views_geometry = self.geometry.with_uniform_angles(self.config.views, start_deg=fit.angle_deg)
+        with torch.no_grad():
+            views = fit.generator.render_views(fit.z_shape, fit.z_appearance, views_geometry)
+            volume, affine = fit.generator.volume(fit.z_shape, fit.z_appearance, (self.config.volume_size,) * 3)
+        return SingleViewResult(views * network.config.value_scale, views_geometry, volume, affine, fit)
+
+
+class SingleViewWriter:
+    """Writes a :class:`SingleViewResult` into a folder: ``views/``, ``views.gif``, ``volume.nii.gz``, ``fit.json``.
+
+    Made before the work: it checks the memory of the volume and the destination (a writable
+    folder, room on disk, an earlier result replaced only with ``overwrite``). Attached to an
+    evaluator it writes each iteration's prediction (the batch's ``"xray"`` names the input).
+
+    Args:
+        output_dir: the output folder (written atomically).
+        config: the job's options (``views``, ``volume_size``, ``units``).
+        header: the generator file's header.
+        checkpoint: the generator file (recorded in ``fit.json`` and the views).
+        overwrite: replace the outputs of an earlier run.
+
+    Raises:
+        GnerfInputError: not enough memory, an unusable destination, an existing result.
+    """
+
+    def __init__(
+        self, output_dir: str | Path, config: SingleViewJobConfig, header: GeneratorHeader, checkpoint: str | Path,
+        overwrite: bool = False,
+    ) -> None:  # fmt: skip
+        voxels = config.volume_size**3
+        output_bytes = projection_folder_bytes(header.geometry.with_uniform_angles(config.views)) + 4 * voxels
+        check_memory(_VOLUME_BYTES_PER_VOXEL * voxels, f"a {config.volume_size}^3 volume")
+        self.output_dir = check_output(output_dir, "dir", overwrite, SINGLE_VIEW_OUTPUTS, output_bytes)
+        self.config, self.header, self.checkpoint = config, header, checkpoint
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write_prediction)
+
+    def _write_prediction(self, engine: Engine) -> None:
+        self.write(engine.state.output[CommonKeys.PRED], engine.state.batch["xray"][0])
+
+    def write(self, result: SingleViewResult, xray: str | Path) -> dict[str, Any]:
+        """Write the outputs; returns the ``fit.json`` summary."""
+        fit, config = result.fit, self.config
+        summary = {
+            "xray": str(xray),
+            "checkpoint": str(self.checkpoint),
+            "angle_deg": fit.angle_deg,
+            "task_weights": {"mse": fit.task_weights[0], "structural": fit.task_weights[1]},
+            "final_loss": fit.history[-1] if fit.history else None,
+            "config": config_to_dict(config),
+        }
+        views = result.views.cpu()
+        with atomic_output_dir(self.output_dir) as staging:
+            save_projections(staging / "views", views, result.views_geometry,
+                             {"source": str(xray), "model": str(self.checkpoint)})  # fmt: skip
+            _write_gif(staging / "views.gif", views / self.header.config.value_scale)
+            save_volume(staging / "volume.nii.gz", to_units(result.volume.cpu(), config.units, MU_WATER_PER_MM),
+                        result.affine)  # fmt: skip
+            (staging / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _LOGGER.info(f"wrote {self.output_dir}: {config.views} views, volume {config.volume_size}^3 ({config.units})")
+        return summary
 
 
 def single_view_reconstruction(
@@ -244,7 +381,9 @@ def single_view_reconstruction(
     Outputs (written atomically into OUT): views/ (a projection folder: NIfTI stack of VIEWS
     line-integral views over 360 degrees, 16-bit PNGs, geometry), views.gif, volume.nii.gz
     (VOLUME_SIZE^3 over the generator's scene cube, isocenter at the world origin, in HU or 1/mm)
-    and fit.json.
+    and fit.json. The same components as ``bundle/configs/inference.json``: the intake
+    (:class:`~monai_gnerf.transforms.ModelViewOfXRay`), :class:`SingleViewInferer` and
+    :class:`SingleViewWriter`.
 
     Args:
         xray: the radiograph: DICOM DX/CR (pixel spacing, distances, modality, VOI and
@@ -260,33 +399,11 @@ def single_view_reconstruction(
     device = check_device(device)
     checkpoint = example_prior_path() if checkpoint is None else checkpoint
     generator, geometry, extra = load_generator(checkpoint, device)
-    voxels = config.volume_size**3
-    output_bytes = projection_folder_bytes(geometry.with_uniform_angles(config.views)) + 4 * voxels
-    check_memory(_VOLUME_BYTES_PER_VOXEL * voxels, f"a {config.volume_size}^3 volume")
-    check_output(out, "dir", overwrite, SINGLE_VIEW_OUTPUTS, output_bytes)
-    target = model_view_of_xray(xray, geometry, extra, config, generator.config.value_scale)
-    prior = LatentPrior.of_generator(generator, extra)
-    fit = fit_single_view(generator, geometry, target, config.fit, device, latent_prior=prior)
-    views_geometry = geometry.with_uniform_angles(config.views, start_deg=fit.angle_deg)
-    with torch.no_grad():
-        views = fit.generator.render_views(fit.z_shape, fit.z_appearance, views_geometry)
-        volume, affine = fit.generator.volume(fit.z_shape, fit.z_appearance, (config.volume_size,) * 3)
-    summary = {
-        "xray": str(xray),
-        "checkpoint": str(checkpoint),
-        "angle_deg": fit.angle_deg,
-        "task_weights": {"mse": fit.task_weights[0], "structural": fit.task_weights[1]},
-        "final_loss": fit.history[-1] if fit.history else None,
-        "config": config_to_dict(config),
-    }
-    with atomic_output_dir(out) as staging:
-        save_projections(staging / "views", views * generator.config.value_scale, views_geometry,
-                         {"source": str(xray), "model": str(checkpoint)})  # fmt: skip
-        _write_gif(staging / "views.gif", views)
-        save_volume(staging / "volume.nii.gz", to_units(volume.cpu(), config.units, MU_WATER_PER_MM), affine)
-        (staging / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _LOGGER.info(f"wrote {out}: {config.views} views, volume {config.volume_size}^3 ({config.units})")
-    return summary
+    header = GeneratorHeader(generator.config, geometry, extra)
+    writer = SingleViewWriter(out, config, header, checkpoint, overwrite)
+    target = model_view_of_xray(xray, header, config)
+    inferer = SingleViewInferer(geometry, config, LatentPrior.of_generator(generator, extra))
+    return writer.write(inferer(target.to(device), generator), xray)
 
 
 def example_single_view(

@@ -29,19 +29,26 @@ The subject codes' mean and covariance are then the *learned latent distribution
 (:attr:`PriorResult.latent_mean`, :attr:`PriorResult.latent_covariance`) that single-view
 inversion is regularized by.
 
-The loop is an Ignite ``Engine`` with the shared handlers of :mod:`monai_gnerf.engines.handlers`
-(stdout/TensorBoard logging, progress bar, wall-time budget, checkpoints of both networks, both
-optimizers and the EMA, resume, Ctrl-C), plus sample renders written as PNG (and to TensorBoard).
+Components (each built by :func:`train_prior` and, from the same config dataclasses, by the
+MONAI bundle's ``train.json``):
+
+* :class:`PriorStart`: the subject codes, the cached training volumes and the PCA start;
+* :func:`prior_data_loader`, :func:`generator_optimizer`, :func:`discriminator_optimizer`;
+* :class:`PriorTrainer`: a ``monai.engines.Trainer`` whose iteration is the step above (the
+  discriminator through the workflow's inferer), with Ignite's ``EMAHandler`` for the EMA;
+* handlers: :func:`prior_run_state` (the run's identity), :class:`PriorSamples` (sample renders
+  as PNG and to TensorBoard), and the shared ones of :mod:`monai_gnerf.engines.handlers`
+  (budget, checkpoints, resume, Ctrl-C, progress) with MONAI's ``StatsHandler``,
+  ``TensorBoardStatsHandler`` and Ignite's ``TerminateOnNan`` (:class:`StopOnNan`).
+
 In a ``torch.distributed`` run (``torchrun``; gloo on CPU, nccl on GPUs) every rank draws its own
-share of the data (``DistributedSampler``), gradients are averaged over ranks before each step,
-and only rank 0 logs and writes checkpoints.
+share of the data (``DistributedSampler``), gradients are averaged over ranks before each step
+(one flattened all-reduce), and only rank 0 logs and writes checkpoints.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,15 +56,17 @@ from typing import Annotated, Any
 import ignite.distributed as idist
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
+from ignite.handlers import EMAHandler
+from monai.engines import Trainer
+from monai.inferers import Inferer, SimpleInferer
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from monai_gnerf.config import Config, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, config_to_dict
-from monai_gnerf.engines.handlers import RunState, attach_training_handlers, run_engine
+from monai_gnerf.engines.handlers import RunState, StopOnNan, step_stats, training_handlers
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io import atomic_output_file, fingerprint
@@ -66,7 +75,20 @@ from monai_gnerf.networks import GeneratorConfig, PatchDiscriminator, PCAVolumeM
 from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.render import PatchRaySampler, sample_image_patches, sample_volume_at
 
-__all__ = ["PriorConfig", "PriorResult", "SubjectCodes", "train_prior"]
+__all__ = [
+    "PriorConfig",
+    "PriorResult",
+    "SubjectCodes",
+    "PriorStart",
+    "PriorTrainer",
+    "PriorSamples",
+    "prior_data_loader",
+    "generator_optimizer",
+    "discriminator_optimizer",
+    "prior_run_state",
+    "orbit_geometry",
+    "train_prior",
+]
 
 CHECKPOINT_PREFIX = "prior"
 _LOGGER = "monai_gnerf.engines.prior"
@@ -195,46 +217,27 @@ class SubjectCodes(nn.Module):
         return z.mean(0).float(), covariance.float()
 
 
-def _world() -> tuple[int, int]:
-    """``(rank, world_size)`` of a distributed run, ``(0, 1)`` otherwise."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _average_gradients(module: nn.Module, world_size: int) -> None:
-    """All-reduce and average gradients over ranks (the DistributedDataParallel reduction)."""
+def _average_gradients(modules: list[nn.Module]) -> None:
+    """Average the gradients of ``modules`` over the ranks: one flattened all-reduce (as DDP's buckets)."""
+    world_size = idist.get_world_size()
     if world_size == 1:
         return
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world_size
+    grads = [p.grad for module in modules for p in module.parameters() if p.grad is not None]
+    flat = idist.all_reduce(torch.cat([g.flatten() for g in grads])) / world_size
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
 
 
-def _broadcast_parameters(modules: list[nn.Module], world_size: int) -> None:
+def _broadcast_parameters(modules: list[nn.Module]) -> None:
     """Start every rank from rank 0's weights."""
-    if world_size == 1:
+    if idist.get_world_size() == 1:
         return
     for module in modules:
         for tensor in module.state_dict().values():
-            dist.broadcast(tensor, src=0)
+            tensor.copy_(idist.broadcast(tensor, src=0))
 
 
-def _batches(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
-    """Endless shuffled batches; each rank draws its own share in a distributed run."""
-    epoch = 0
-    while True:
-        if world_size > 1:
-            sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-            sampler.set_epoch(epoch)
-        else:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed + epoch))
-        yield from DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
-        epoch += 1
-
-
-def _orbit_geometry(geometry: str | ProjectionGeometry) -> ProjectionGeometry:
+def orbit_geometry(geometry: str | ProjectionGeometry) -> ProjectionGeometry:
     """The training geometry in the generator's frame: the isocenter is the origin."""
     return replace(load_geometry(geometry), isocenter_mm=(0.0, 0.0, 0.0))
 
@@ -258,133 +261,271 @@ def _training_volumes(dataset: Dataset, size: int, extent_mm: float) -> tuple[to
     return torch.stack([dataset.attenuation_at(i, points) for i in range(dataset.num_subjects)]), affine
 
 
-def _initialize_from_pca(generator: RadianceFieldGenerator, codes: SubjectCodes, volumes: torch.Tensor, affine) -> None:
-    """The PCA start of the module docstring (densities in units of the generator's ``scale_per_mm``)."""
-    scale = generator.config.scale_per_mm
-    pca = PCAVolumeModel.from_volumes(volumes / scale, affine)
-    stddevs = pca.variances.sqrt()
-    generator.field.initialize_from_pca(pca.mean, pca.components, stddevs)
-    used = min(pca.num_components, codes.shape_dim)
-    with torch.no_grad():
-        codes.codes.zero_()
-        for i, volume in enumerate(volumes / scale):
-            codes.codes[i, :used] = pca.encode(volume)[:used] / stddevs[:used]
+class PriorStart:
+    """Where prior training starts: one code per training subject, the training volumes, the PCA start.
 
+    With ``config.starts_from_pca`` the generator's field becomes the PCA model of the training
+    volumes (its base and linear path, :meth:`LatentGridField.initialize_from_pca`) and the codes
+    their whitened PCA coefficients; training then adds what is non-linear. Build it before the
+    EMA copy of the generator (Ignite's ``EMAHandler`` copies the weights it is given).
 
-class _AdversarialStep:
-    """One discriminator and one generator update (the engine's process function)."""
+    Args:
+        generator: the generator to train (modified in place by the PCA start).
+        dataset: the training views (``num_subjects``; ``attenuation_at`` where volumes are needed).
+        config: the training options (``config.generator`` must be ``generator.config``).
+        device: device of the codes and volumes.
 
-    def __init__(self, generator, discriminator, ema, dataset, geometry, config: PriorConfig, device) -> None:
-        self.generator, self.discriminator, self.ema = generator, discriminator, ema
-        self.geometry, self.config, self.device = geometry, config, device
-        self.rank, self.world_size = _world()
-        self.rng = torch.Generator().manual_seed(config.seed + 7919 * self.rank)
-        self.batches = _batches(dataset, config.batch_size, config.seed, self.rank, self.world_size)
-        self.angles = torch.tensor(dataset.angles_deg, dtype=torch.float32)
-        self.sampler = PatchRaySampler(geometry, config.patch_size, config.min_scale, 1.0, config.anneal_iterations)
-        self.dataset = dataset
+    Attributes:
+        generator: the generator.
+        codes: the :class:`SubjectCodes`.
+        volumes: training attenuation (1/mm) on the generator's grid ``(N, s, s, s)``, or ``None``.
+        volume_affine: the volumes' affine, or ``None``.
+
+    Raises:
+        GnerfInputError: volumes needed but the dataset has none; a generator of other sizes.
+    """
+
+    def __init__(
+        self, generator: RadianceFieldGenerator, dataset: Dataset, config: PriorConfig, device: torch.device | str = "cpu"
+    ) -> None:
+        if generator.config != config.generator:
+            raise GnerfInputError("the generator's sizes differ from the prior config's generator options.")
+        if config.needs_volumes and not hasattr(dataset, "attenuation_at"):
+            raise GnerfInputError(
+                "volume_weight and pca_init need training data with volumes (phantoms or CTs); "
+                "for views alone set volume_weight 0 and pca_init False."
+            )
         g = config.generator
+        self.generator = generator
         self.codes = SubjectCodes(dataset.num_subjects, g.shape_dim, g.appearance_dim, config.seed).to(device)
-        groups = [{"params": list(generator.parameters())}]
-        if config.learns_subject_codes:
-            groups.append({"params": list(self.codes.parameters()), "lr": 10.0 * config.lr_generator})
-        self.opt_g = torch.optim.Adam(groups, lr=config.lr_generator, betas=(0.0, 0.99))
-        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+        self.volumes = self.volume_affine = None
         if config.needs_volumes:
             size = g.grid_size if g.architecture == "grid" else config.volume_grid_size
-            self.volumes, self.volume_affine = _training_volumes(dataset, size, g.extent_mm)
-            self.volumes = self.volumes.to(device)
+            volumes, self.volume_affine = _training_volumes(dataset, size, g.extent_mm)
+            if config.starts_from_pca:
+                self._initialize_from_pca(volumes, self.volume_affine)
+            self.volumes = volumes.to(device)
+
+    def _initialize_from_pca(self, volumes: torch.Tensor, affine: torch.Tensor) -> None:
+        """The PCA start of the class docstring (densities in units of the generator's ``scale_per_mm``)."""
+        scaled = volumes / self.generator.config.scale_per_mm
+        pca = PCAVolumeModel.from_volumes(scaled, affine)
+        stddevs = pca.variances.sqrt()
+        self.generator.field.initialize_from_pca(pca.mean, pca.components, stddevs)
+        used = min(pca.num_components, self.codes.shape_dim)
+        with torch.no_grad():
+            self.codes.codes.zero_()
+            for i, volume in enumerate(scaled):
+                self.codes.codes[i, :used] = pca.encode(volume)[:used].to(self.codes.codes) / stddevs[:used]
+
+
+def prior_data_loader(dataset: Dataset, config: PriorConfig) -> DataLoader:
+    """Shuffled batches of ``config.batch_size`` views; in a distributed run each rank draws its share.
+
+    Raises:
+        GnerfInputError: fewer views than one batch per rank.
+    """
+    world_size = idist.get_world_size()
+    if len(dataset) < config.batch_size * world_size:
+        raise GnerfInputError(
+            f"the dataset has {len(dataset)} views, fewer than one batch ({config.batch_size}) per rank."
+        )
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=idist.get_rank(), seed=config.seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True)
+
+
+def generator_optimizer(generator: nn.Module, codes: SubjectCodes, config: PriorConfig) -> torch.optim.Optimizer:
+    """Adam over the generator and (with the reconstruction terms) the subject codes at 10x its rate."""
+    groups = [{"params": list(generator.parameters())}]
+    if config.learns_subject_codes:
+        groups.append({"params": list(codes.parameters()), "lr": 10.0 * config.lr_generator})
+    return torch.optim.Adam(groups, lr=config.lr_generator, betas=(0.0, 0.99))
+
+
+def discriminator_optimizer(discriminator: nn.Module, config: PriorConfig) -> torch.optim.Optimizer:
+    """Adam over the discriminator (GRAF's betas)."""
+    return torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(0.0, 0.99))
+
+
+def prior_run_state(config: PriorConfig, dataset: Dataset, geometry: ProjectionGeometry) -> RunState:
+    """The run's identity: generator sizes, detector, patch size and a fingerprint of the data
+    (its size, its first and last views and the geometry); checkpoints of other runs are refused."""
+    inputs = fingerprint(len(dataset), dataset[0]["image"], dataset[len(dataset) - 1]["image"], geometry.to_dict())
+    return RunState({"kind": "generative prior", "generator": config_to_dict(config.generator),
+                     "detector_shape": list(geometry.detector_shape), "patch_size": config.patch_size,
+                     "inputs": inputs})  # fmt: skip
+
+
+class PriorTrainer(Trainer):
+    """Adversarial prior training as a MONAI ``Trainer`` (an Ignite engine): one D and one G step per iteration.
+
+    Args:
+        device: the device of this rank.
+        max_epochs: epochs of ``epoch_length`` iterations (the library runs one epoch of
+            ``max_iterations``; the data loader restarts whenever it runs out).
+        train_data_loader: batches of views (:func:`prior_data_loader`).
+        start: the generator, subject codes and training volumes (:class:`PriorStart`).
+        discriminator: the patch discriminator.
+        optimizer_g: the generator's (and codes') optimizer (:func:`generator_optimizer`).
+        optimizer_d: the discriminator's optimizer (:func:`discriminator_optimizer`).
+        geometry: the training orbit in the generator's frame (:func:`orbit_geometry`).
+        config: the training options.
+        epoch_length: iterations per epoch (default: the loader's length).
+        inferer: how the discriminator is called on patches, ``inferer(patches, discriminator, scale)``.
+        ema: Ignite's ``EMAHandler`` of the generator (attached first; its ``ema_model`` is the
+            trained prior), or ``None`` for the generator itself.
+        train_handlers: handlers attached in order (checkpointing before ones that re-raise).
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: DataLoader,
+        start: PriorStart,
+        discriminator: nn.Module,
+        optimizer_g: torch.optim.Optimizer,
+        optimizer_d: torch.optim.Optimizer,
+        geometry: ProjectionGeometry,
+        config: PriorConfig,
+        epoch_length: int | None = None,
+        inferer: Inferer | None = None,
+        ema: EMAHandler | None = None,
+        train_handlers: list | None = None,
+    ) -> None:
+        super().__init__(device=device, max_epochs=max_epochs, data_loader=train_data_loader,
+                         epoch_length=epoch_length, decollate=False)  # fmt: skip
+        self.generator, self.discriminator, self.start = start.generator, discriminator, start
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.geometry, self.config = geometry, config
+        self.inferer = SimpleInferer() if inferer is None else inferer
+        dataset = train_data_loader.dataset
+        self.angles = torch.tensor(dataset.angles_deg, dtype=torch.float32)
+        self.rng = torch.Generator().manual_seed(config.seed + 7919 * idist.get_rank())
+        self.sampler = PatchRaySampler(geometry, config.patch_size, config.min_scale, 1.0, config.anneal_iterations)
+        _broadcast_parameters([self.generator, discriminator, start.codes])
+        sampler = getattr(train_data_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # a new shuffle each time the loader restarts within an epoch
+            self.add_event_handler(Events.DATALOADER_STOP_ITERATION, lambda e: sampler.set_epoch(e.state.iteration))
+        self.ema = ema
+        if ema is not None:
+            ema.attach(self)
+        if train_handlers:
+            self._register_handlers(train_handlers)
+
+    @property
+    def prior(self) -> RadianceFieldGenerator:
+        """The generator that training yields: the EMA copy, or the generator without EMA."""
+        return self.generator if self.ema is None else self.ema.ema_model
+
+    def result(self, seconds: float) -> PriorResult:
+        """The trained prior, with the learned latent distribution when subject codes were learned."""
+        losses = dict(step_stats(self.state.output))
+        mean, covariance = self.start.codes.distribution() if self.config.learns_subject_codes else (None, None)
+        return PriorResult(self.prior, self.geometry, self.state.iteration, seconds, losses, mean, covariance)
 
     def _reconstruction_terms(self, batch: dict[str, Any], patches, real: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-subject terms of the module docstring (empty when they are off)."""
-        c = self.config
+        c, start = self.config, self.start
         if not c.learns_subject_codes:
             return {}
-        index = batch["index"].to(self.device)
-        z_s, z_a = self.codes(index)
+        index = batch["index"].to(self.state.device)
+        z_s, z_a = start.codes(index)
         terms = {"code": (z_s.pow(2).mean() + z_a.pow(2).mean()) / 2.0}
         if c.view_weight > 0:
-            o, d = self.geometry.rays_at(batch["angle_deg"].to(self.device), patches.rows, patches.cols)
+            o, d = self.geometry.rays_at(batch["angle_deg"].to(self.state.device), patches.rows, patches.cols)
             terms["view"] = F.mse_loss(self.generator(z_s, z_a, o, d, jitter=self.rng), real.detach().flatten(1))
         if c.volume_weight > 0:
             extent = c.generator.extent_mm
             points = (torch.rand(index.shape[0], c.volume_points, 3, generator=self.rng) * 2.0 - 1.0) * extent
-            points = points.to(self.device)
+            points = points.to(self.state.device)
             truth = torch.stack(
-                [sample_volume_at(self.volumes[int(i)], self.volume_affine, p) for i, p in zip(index, points)]
+                [sample_volume_at(start.volumes[int(i)], start.volume_affine, p) for i, p in zip(index, points)]
             )
             terms["volume"] = F.mse_loss(self.generator.attenuation(points, z_s, z_a), truth) / MU_WATER_PER_MM**2
         return terms
 
     def _fake_patches(self, patches, batch: int) -> torch.Tensor:
-        angles = self.angles[torch.randint(len(self.angles), (batch,), generator=self.rng)].to(self.device)
+        device = self.state.device
+        angles = self.angles[torch.randint(len(self.angles), (batch,), generator=self.rng)].to(device)
         o, d = self.geometry.rays_at(angles, patches.rows, patches.cols)
-        z_s, z_a = self.generator.sample_latents(batch, self.rng, self.device)
+        z_s, z_a = self.generator.sample_latents(batch, self.rng, device)
         return self.generator(z_s, z_a, o, d, jitter=self.rng)
 
-    def __call__(self, engine: Engine, _: Any) -> dict[str, float]:
-        c, p = self.config, self.config.patch_size
-        batch = next(self.batches)
-        real_views = batch["image"].to(self.device) / c.generator.value_scale
+    def _iteration(self, engine: Engine, batch: dict[str, Any]) -> list[dict[str, float]]:
+        """One D and one G step; the output is MONAI's decollated form, one dict of floats in a list
+        (``loss`` and its terms), which MONAI's default tracking settings (``--tracking mlflow``) read."""
+        c, p, device = self.config, self.config.patch_size, self.state.device
+        real_views = batch["image"].to(device) / c.generator.value_scale
         b = real_views.shape[0]
-        patches = self.sampler.sample(b, engine.state.iteration, self.rng, self.device)
+        patches = self.sampler.sample(b, engine.state.iteration, self.rng, device)
         real = sample_image_patches(real_views, patches).view(b, 1, p, p).requires_grad_(True)
         fake = self._fake_patches(patches, b).view(b, 1, p, p)
         # discriminator step: non-saturating loss + R1 on real patches
         self.discriminator.requires_grad_(True)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_real = self.discriminator(real, patches.scale)
-        d_fake = self.discriminator(fake.detach(), patches.scale)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        d_real = self.inferer(real, self.discriminator, patches.scale)
+        d_fake = self.inferer(fake.detach(), self.discriminator, patches.scale)
         (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
         r1 = grad.pow(2).flatten(1).sum(1).mean()
         loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         (loss_d + 0.5 * c.r1_weight * r1).backward()
-        _average_gradients(self.discriminator, self.world_size)
-        self.opt_d.step()
+        _average_gradients([self.discriminator])
+        self.optimizer_d.step()
         # generator step
         self.discriminator.requires_grad_(False)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g = F.softplus(-self.discriminator(fake, patches.scale)).mean()
+        self.optimizer_g.zero_grad(set_to_none=True)
+        loss_g = F.softplus(-self.inferer(fake, self.discriminator, patches.scale)).mean()
         terms = self._reconstruction_terms(batch, patches, real)
         weights = {"code": c.code_weight, "view": c.view_weight, "volume": c.volume_weight}
         total_g = loss_g + sum(weights[name] * value for name, value in terms.items())
         total_g.backward()
-        _average_gradients(self.generator, self.world_size)
-        _average_gradients(self.codes, self.world_size)
-        self.opt_g.step()
-        self._update_ema()
-        return {"loss": loss_d.item() + total_g.item(), "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                "r1": r1.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
-                **{f"loss_{name}": value.item() for name, value in terms.items()}}  # fmt: skip
+        _average_gradients([self.generator, self.start.codes])
+        self.optimizer_g.step()
+        return [{"loss": loss_d.item() + total_g.item(), "loss_d": loss_d.item(), "loss_g": loss_g.item(),
+                 "r1": r1.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
+                 **{f"loss_{name}": value.item() for name, value in terms.items()}}]  # fmt: skip
 
-    def _update_ema(self) -> None:
-        if self.config.ema_decay is None:
+
+class PriorSamples:
+    """Every ``every`` iterations and at the end: 4 fixed latents x 4 angles rendered to a PNG grid
+    (``path``) and, with a ``tensorboard_dir``, to TensorBoard as ``samples``. Main process only.
+
+    Args:
+        generator: the generator to render (the EMA copy).
+        geometry: the training orbit in the generator's frame.
+        path: the PNG file.
+        every: iterations between renders.
+        tensorboard_dir: TensorBoard log folder, or ``None``.
+    """
+
+    def __init__(
+        self, generator: RadianceFieldGenerator, geometry: ProjectionGeometry, path: str | Path, every: int,
+        tensorboard_dir: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        self.generator, self.geometry, self.path, self.every = generator, geometry, Path(path), every
+        self.tensorboard_dir = tensorboard_dir
+        device = next(generator.parameters()).device
+        self.latents = generator.sample_latents(4, torch.Generator().manual_seed(1234), device)
+        self._writer: Any = None
+
+    def attach(self, engine: Engine) -> None:
+        if idist.get_rank() == 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every) | Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        grid = _sample_grid(self.generator, self.geometry, self.latents, self.path)
+        if self.tensorboard_dir is None:
             return
-        with torch.no_grad():
-            for e, g in zip(self.ema.parameters(), self.generator.parameters()):
-                e.lerp_(g, 1.0 - self.config.ema_decay)
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
 
-
-def _attach_samples(engine: Engine, step: _AdversarialStep, work_dir: Path, tensorboard_dir: str | Path | None) -> None:
-    """Every ``sample_every`` iterations: render 4 fixed latents x 4 angles to PNG (+ TensorBoard)."""
-    latents = step.generator.sample_latents(4, torch.Generator().manual_seed(1234), step.device)
-    writer = None
-    if tensorboard_dir is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(tensorboard_dir))
-
-    @engine.on(Events.ITERATION_COMPLETED(every=step.config.sample_every) | Events.COMPLETED)
-    def _render(e: Engine) -> None:
-        grid = _sample_grid(step.ema, step.geometry, latents, work_dir / "samples.png")
-        if writer is not None:
-            writer.add_image("samples", grid[None], e.state.iteration, dataformats="CHW")
-            writer.flush()
-
-
-def _data_fingerprint(dataset: Dataset, geometry: ProjectionGeometry) -> str:
-    """The training data's identity: its size, its first and last views and the geometry."""
-    return fingerprint(len(dataset), dataset[0]["image"], dataset[len(dataset) - 1]["image"], geometry.to_dict())
+            self._writer = SummaryWriter(str(self.tensorboard_dir))
+        self._writer.add_image("samples", grid[None], engine.state.iteration, dataformats="CHW")
+        self._writer.flush()
 
 
 def train_prior(
@@ -398,6 +539,9 @@ def train_prior(
     restart: bool = False,
 ) -> PriorResult:
     """Train a generator and a patch discriminator adversarially on a dataset of views.
+
+    Builds the components of the module docstring (as ``bundle/configs/train.json`` does) and
+    runs one epoch of ``config.max_iterations`` iterations.
 
     Args:
         dataset: items ``{"image": (H, W) line integrals, ...}`` with an ``angles_deg`` attribute
@@ -417,44 +561,31 @@ def train_prior(
     """
     config = config or PriorConfig()
     device = torch.device(device)
-    geo = _orbit_geometry(geometry)
-    if len(dataset) < config.batch_size * _world()[1]:
-        raise GnerfInputError(
-            f"the dataset has {len(dataset)} views, fewer than one batch ({config.batch_size}) per rank."
-        )
-    if config.needs_volumes and not hasattr(dataset, "attenuation_at"):
-        raise GnerfInputError(
-            "volume_weight and pca_init need training data with volumes (phantoms or CTs); "
-            "for views alone set volume_weight 0 and pca_init False."
-        )
+    geo = orbit_geometry(geometry)
+    loader = prior_data_loader(dataset, config)
     torch.manual_seed(config.seed)
-    generator = RadianceFieldGenerator(config.generator).to(device)
+    start = PriorStart(RadianceFieldGenerator(config.generator).to(device), dataset, config, device)
     discriminator = PatchDiscriminator(1, config.discriminator_channels, config.discriminator_scales).to(device)
-    rank, world_size = _world()
-    _broadcast_parameters([generator, discriminator], world_size)
-    step = _AdversarialStep(generator, discriminator, None, dataset, geo, config, device)
-    if config.starts_from_pca:
-        _initialize_from_pca(generator, step.codes, step.volumes.cpu(), step.volume_affine)
-    step.ema = ema = copy.deepcopy(generator).requires_grad_(False)
-    engine = Engine(step)
-    run = RunState({"kind": "generative prior", "generator": config_to_dict(config.generator),
-                    "detector_shape": list(geo.detector_shape), "patch_size": config.patch_size,
-                    "inputs": _data_fingerprint(dataset, geo)})  # fmt: skip
-    to_save = {"generator": generator, "discriminator": discriminator, "ema": ema, "optimizer_g": step.opt_g,
-               "optimizer_d": step.opt_d, "subject_codes": step.codes, "trainer": engine, "run": run}  # fmt: skip
-    main = rank == 0
-    if world_size > 1:
-        idist.sync()  # Ignite's Checkpoint (rank 0 only) would otherwise start a collective alone and hang
-    if main and work_dir is not None:
-        _attach_samples(engine, step, Path(work_dir), tensorboard_dir)
-    saver = attach_training_handlers(
-        engine, to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
+    optimizer_g = generator_optimizer(start.generator, start.codes, config)
+    optimizer_d = discriminator_optimizer(discriminator, config)
+    ema = None if config.ema_decay is None else EMAHandler(start.generator, momentum=1.0 - config.ema_decay)
+    run = prior_run_state(config, dataset, geo)
+    to_save = {"generator": start.generator, "discriminator": discriminator, "optimizer_g": optimizer_g,
+               "optimizer_d": optimizer_d, "subject_codes": start.codes, "run": run}  # fmt: skip
+    if ema is not None:
+        to_save["ema"] = ema.ema_model
+    handlers: list[Any] = [StopOnNan()]
+    if work_dir is not None:
+        handlers.append(PriorSamples(start.generator if ema is None else ema.ema_model, geo, Path(work_dir) / "samples.png", config.sample_every, tensorboard_dir))
+    handlers += training_handlers(
+        to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
-        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER, main_process=main, restart=restart,
+        tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER, restart=restart,
     )  # fmt: skip
-    run_engine(engine, config.max_iterations, saver, _LOGGER)
-    final = ema if config.ema_decay is not None else generator
-    losses = dict(engine.state.output) if isinstance(engine.state.output, dict) else {}
-    logging.getLogger(_LOGGER).info(f"prior: {engine.state.iteration} iterations in {run.elapsed_s:.0f} s")
-    mean, covariance = step.codes.distribution() if config.learns_subject_codes else (None, None)
-    return PriorResult(final, geo, engine.state.iteration, run.elapsed_s, losses, mean, covariance)
+    trainer = PriorTrainer(device, 1, loader, start, discriminator, optimizer_g, optimizer_d, geo, config,
+                           epoch_length=config.max_iterations, ema=ema, train_handlers=handlers)  # fmt: skip
+    if trainer.state.iteration < config.max_iterations:
+        trainer.run()
+    result = trainer.result(run.elapsed_s)
+    logging.getLogger(_LOGGER).info(f"prior: {result.iterations} iterations in {result.seconds:.0f} s")
+    return result

@@ -241,15 +241,15 @@ def reconstruct(
                           "inputs": inputs})  # fmt: skip
     engine = _create_trainer(net, rays, config, shape, affine, device, run_state)
     optimizer, scheduler = engine.state.optimizer, engine.state.scheduler  # type: ignore[attr-defined]
-    to_save = {"field": net, "optimizer": optimizer, "scheduler": scheduler, "trainer": engine, "run": run_state}
+    to_save = {"field": net, "optimizer": optimizer, "scheduler": scheduler, "run": run_state}
     if reference is not None:
         _attach_validation(engine, net, reference, config.validate_every)
-    saver = attach_training_handlers(
+    attach_training_handlers(
         engine, to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
         tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER, restart=restart,
     )  # fmt: skip
-    run_engine(engine, config.max_iterations, saver, _LOGGER)
+    run_engine(engine, config.max_iterations)
     with torch.no_grad():
         volume = net.voxels(shape)
     metrics = _volume_metrics(volume, reference, with_ssim=True)

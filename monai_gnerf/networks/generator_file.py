@@ -8,6 +8,7 @@ integral (``extra["reference_max"]``). It loads with ``torch.load(weights_only=T
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io.checkpoints import read_model_file, write_model_file
 from monai_gnerf.networks.generator import GeneratorConfig, RadianceFieldGenerator
 
-__all__ = ["GENERATOR_FORMAT", "load_generator", "save_generator"]
+__all__ = ["GENERATOR_FORMAT", "GeneratorHeader", "load_generator", "read_generator_header", "save_generator"]
 
 GENERATOR_FORMAT = "monai-gnerf generator"
 
@@ -36,6 +37,46 @@ def save_generator(
     )
 
 
+@dataclass(frozen=True)
+class GeneratorHeader:
+    """What a generator file says besides its weights: enough to build the network (``config``),
+    to place it (``geometry``) and to read X-rays for it (``extra``).
+
+    Attributes:
+        config: the generator's sizes and rendering model.
+        geometry: its training acquisition.
+        extra: free metadata (``reference_max``, ``silhouette_width_fraction``, the learned
+            latent distribution, the training run's figures).
+    """
+
+    config: GeneratorConfig
+    geometry: ProjectionGeometry
+    extra: dict[str, Any]
+
+    @property
+    def reference_max(self) -> float:
+        """The training views' typical bright line integral (the value shown as 1.0 when the file has none)."""
+        return float(self.extra.get("reference_max", self.config.value_scale))
+
+
+def read_generator_header(path: str | Path) -> GeneratorHeader:
+    """The :class:`GeneratorHeader` of a generator file (the weights are checked, not built).
+
+    Raises:
+        GnerfInputError: missing, unreadable or incompatible file.
+    """
+    return _header(read_model_file(path, GENERATOR_FORMAT), path)
+
+
+def _header(payload: dict[str, Any], path: str | Path) -> GeneratorHeader:
+    try:
+        config = {"architecture": "graf", **payload["config"]}  # files from before architectures existed
+        return GeneratorHeader(config_from_dict(GeneratorConfig, config), load_geometry(payload["geometry"]),
+                               dict(payload.get("extra", {})))  # fmt: skip
+    except (TypeError, KeyError, GnerfInputError) as err:
+        raise GnerfInputError(f"incompatible generator file {path}: {first_line(err)}") from None
+
+
 def load_generator(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[RadianceFieldGenerator, ProjectionGeometry, dict[str, Any]]:
@@ -48,11 +89,10 @@ def load_generator(
         GnerfInputError: missing, unreadable or incompatible file.
     """
     payload = read_model_file(path, GENERATOR_FORMAT, device)
+    header = _header(payload, path)
     try:
-        config = {"architecture": "graf", **payload["config"]}  # files from before architectures existed
-        generator = RadianceFieldGenerator(config_from_dict(GeneratorConfig, config))
+        generator = RadianceFieldGenerator(header.config)
         generator.load_state_dict(payload["state_dict"])
-        geometry = load_geometry(payload["geometry"])
     except (TypeError, KeyError, RuntimeError, GnerfInputError) as err:
         raise GnerfInputError(f"incompatible generator file {path}: {first_line(err)}") from None
-    return generator.to(device).eval(), geometry, dict(payload.get("extra", {}))
+    return generator.to(device).eval(), header.geometry, header.extra

@@ -31,12 +31,17 @@ def test_adversarial_steps_change_both_networks_with_finite_losses(one_subject):
 def test_prior_checkpoint_resume_round_trip(one_subject, tmp_path):
     geometry, dataset = one_subject
     work = tmp_path / "work"
-    train_prior(dataset, geometry, tiny_config(4, checkpoint_every=2), work_dir=work, progress=False)
+    first = train_prior(dataset, geometry, tiny_config(4, checkpoint_every=2, ema_decay=0.9), work_dir=work, progress=False)
     saved = latest_checkpoint(work, CHECKPOINT_PREFIX)
     assert saved is not None and saved.name.endswith("_4.pt")
     state = torch.load(saved, weights_only=True)
-    assert {"generator", "discriminator", "ema", "optimizer_g", "optimizer_d", "trainer", "run"} <= set(state)
-    resumed = train_prior(dataset, geometry, tiny_config(6, checkpoint_every=2), work_dir=work, progress=False)
+    assert {"generator", "discriminator", "ema", "optimizer_g", "optimizer_d", "subject_codes", "run"} <= set(state)
+    assert state["run"]["iteration"] == 4  # the run state carries the engine's progress
+    ema = {k: v for k, v in first.generator.state_dict().items()}  # Ignite's EMAHandler model is the result
+    assert all(torch.equal(ema[k], state["ema"][k]) for k in ema)
+    assert any(not torch.equal(state["ema"][k], state["generator"][k]) for k in ema)
+    resumed = train_prior(dataset, geometry, tiny_config(6, checkpoint_every=2, ema_decay=0.9), work_dir=work,
+                          progress=False)  # fmt: skip
     assert resumed.iterations == 6
     assert latest_checkpoint(work, CHECKPOINT_PREFIX).name.endswith("_6.pt")
     bigger = tiny_config(8, generator=dataclasses.replace(TINY_GENERATOR, hidden_features=48))

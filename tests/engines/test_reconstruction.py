@@ -128,7 +128,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, problem):
     iteration = int(saved.stem.rsplit("_", 1)[-1])
     assert iteration >= 5
     state = torch.load(saved, weights_only=True)
-    assert state["trainer"]["iteration"] == iteration and state["run"]["method"] == "grid"
+    assert state["run"]["iteration"] == iteration and state["run"]["method"] == "grid"
     config = ReconstructionConfig(max_iterations=iteration + 3, rays_per_batch=2048, checkpoint_every=5)
     resumed = reconstruct(projections, GEOMETRY, SHAPE, affine, config, work_dir=work, progress=False)
     assert resumed.iterations == iteration + 3  # continued, did not restart from zero
