@@ -11,7 +11,14 @@ from PIL import Image, ImageDraw
 
 from monai_gnerf.io.atomic import atomic_output_file
 
-__all__ = ["orthogonal_slices", "comparison_figure", "single_view_figure"]
+__all__ = ["orthogonal_slices", "comparison_figure", "single_view_figure", "fit_figure", "loss_curve", "figure_path"]
+
+
+def figure_path(volume_path: str | Path) -> Path:
+    """The figure written beside a volume file: ``recon.nii.gz`` -> ``recon.png``."""
+    path = Path(volume_path)
+    stem = path.name[: -len("".join(path.suffixes))] if path.suffixes else path.name
+    return path.with_name(f"{stem}.png")
 
 
 def orthogonal_slices(volume: torch.Tensor, affine: torch.Tensor) -> list[np.ndarray]:
@@ -114,6 +121,50 @@ def single_view_figure(
                 if image is not None:
                     picture = _to_gray(np.asarray(image), 0.0, max(high, 1e-9), tile)
                     sheet.paste(picture, (c * tile, y + label + k * tile))
+    path = Path(path)
+    with atomic_output_file(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return path
+
+
+def loss_curve(history: list[float], width: int = 288, height: int = 96) -> Image.Image:
+    """A gray picture of a loss history: log10 of the loss (y, top = highest) over the steps (x).
+
+    The curve is white on black, with the first and last values written in the corners.
+    """
+    picture = Image.new("L", (width, height), color=0)
+    values = np.log10(np.maximum(np.asarray(history, dtype=np.float64), 1e-12))
+    if values.size == 0:
+        return picture
+    low, high = float(values.min()), float(values.max())
+    span = max(high - low, 1e-9)
+    margin = 12
+    xs = margin + np.linspace(0.0, width - 2 * margin, num=values.size)
+    ys = margin + (high - values) / span * (height - 2 * margin)
+    draw = ImageDraw.Draw(picture)
+    draw.line(list(zip(xs.tolist(), ys.tolist())) if values.size > 1 else [(xs[0], ys[0]), (xs[0] + 1, ys[0])],
+              fill=255, width=1)  # fmt: skip
+    draw.text((2, 0), f"loss {history[0]:.3g}", fill=160)
+    draw.text((width // 2, height - 11), f"-> {history[-1]:.3g} ({values.size} steps)", fill=160)
+    return picture
+
+
+def fit_figure(path: str | Path, input_view: torch.Tensor, fitted_view: torch.Tensor, history: list[float],
+               tile: int = 96) -> Path:  # fmt: skip
+    """Write a PNG of a single-view fit: the input view, the fitted model's view at the input
+    angle and their absolute difference (same gray scale as the input), above the loss history."""
+    high = max(float(input_view.max()), 1e-9)
+    pictures = [input_view, fitted_view, (fitted_view - input_view).abs()]
+    titles = ["input", "fitted", "|fitted - input|"]
+    label = 14
+    curve = loss_curve(history, 3 * tile, tile)
+    sheet = Image.new("L", (3 * tile, 2 * label + 2 * tile), color=0)
+    draw = ImageDraw.Draw(sheet)
+    for c, (title, image) in enumerate(zip(titles, pictures)):
+        draw.text((c * tile + 2, 1), title, fill=255)
+        sheet.paste(_to_gray(image.detach().cpu().float().numpy(), 0.0, high, tile), (c * tile, label))
+    draw.text((2, label + tile + 1), "loss history (log scale)", fill=255)
+    sheet.paste(curve, (0, 2 * label + tile))
     path = Path(path)
     with atomic_output_file(path) as tmp:
         sheet.save(tmp, format="PNG")

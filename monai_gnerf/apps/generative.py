@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from monai_gnerf.apps.common import Units, check_device, to_units
-from monai_gnerf.apps.figures import single_view_figure
+from monai_gnerf.apps.figures import fit_figure, single_view_figure
 from monai_gnerf.config import Config, PositiveFloat, PositiveInt, Range, config_to_dict
 from monai_gnerf.data import (
     CTPopulation,
@@ -75,7 +75,7 @@ __all__ = [
     "train_prior_workflow",
 ]
 
-SINGLE_VIEW_OUTPUTS = ("views", "views.gif", "volume.nii.gz", "fit.json")
+SINGLE_VIEW_OUTPUTS = ("views", "views.gif", "volume.nii.gz", "fit.json", "fit.png")
 """What :func:`single_view_reconstruction` writes into its folder."""
 _VOLUME_BYTES_PER_VOXEL = 64  # the generator's sample points (3 float32), the volume, its copies in HU
 
@@ -266,6 +266,7 @@ class SingleViewResult:
         volume: ``(s, s, s)`` attenuation (1/mm) over the generator's scene cube.
         affine: the volume's affine (isocenter at the world origin).
         fit: the inversion's result (codes, angle, loss history, task weights).
+        input_view: the view fitted, ``(rows, cols)`` line integrals on the model's detector.
     """
 
     views: torch.Tensor
@@ -273,6 +274,7 @@ class SingleViewResult:
     volume: torch.Tensor
     affine: torch.Tensor
     fit: SingleViewFit
+    input_view: torch.Tensor
 
 
 class SingleViewInferer(Inferer):
@@ -308,11 +310,12 @@ class SingleViewInferer(Inferer):
         with torch.no_grad():
             views = fit.generator.render_views(fit.z_shape, fit.z_appearance, views_geometry)
             volume, affine = fit.generator.volume(fit.z_shape, fit.z_appearance, (self.config.volume_size,) * 3)
-        return SingleViewResult(views * network.config.value_scale, views_geometry, volume, affine, fit)
+        return SingleViewResult(views * network.config.value_scale, views_geometry, volume, affine, fit, view)
 
 
 class SingleViewWriter:
-    """Writes a :class:`SingleViewResult` into a folder: ``views/``, ``views.gif``, ``volume.nii.gz``, ``fit.json``.
+    """Writes a :class:`SingleViewResult` into a folder: ``views/``, ``views.gif``, ``volume.nii.gz``,
+    ``fit.json`` and ``fit.png`` (input, fitted view and their difference, above the loss history).
 
     Made before the work: it checks the memory of the volume and the destination (a writable
     folder, room on disk, an earlier result replaced only with ``overwrite``). Attached to an
@@ -364,6 +367,7 @@ class SingleViewWriter:
             save_volume(staging / "volume.nii.gz", to_units(result.volume.cpu(), config.units, MU_WATER_PER_MM),
                         result.affine)  # fmt: skip
             (staging / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
+            fit_figure(staging / "fit.png", result.input_view.cpu(), views[0], fit.history)
         _LOGGER.info(f"wrote {self.output_dir}: {config.views} views, volume {config.volume_size}^3 ({config.units})")
         return summary
 
@@ -381,7 +385,7 @@ def single_view_reconstruction(
     Outputs (written atomically into OUT): views/ (a projection folder: NIfTI stack of VIEWS
     line-integral views over 360 degrees, 16-bit PNGs, geometry), views.gif, volume.nii.gz
     (VOLUME_SIZE^3 over the generator's scene cube, isocenter at the world origin, in HU or 1/mm)
-    and fit.json. The same components as ``bundle/configs/inference.json``: the intake
+    fit.json and fit.png (input, fit, difference, loss history). The same components as ``bundle/configs/inference.json``: the intake
     (:class:`~monai_gnerf.transforms.ModelViewOfXRay`), :class:`SingleViewInferer` and
     :class:`SingleViewWriter`.
 
@@ -390,7 +394,7 @@ def single_view_reconstruction(
             Presentation LUTs, MONOCHROME1 honoured), NRRD/NIfTI/MHA (2D or one slice) or PNG.
         checkpoint: generator file from `monai-gnerf train-prior` (OUT/generator.pt); default the
             shipped chest prior (bundle/models/model.pt).
-        out: output folder (views/, views.gif, volume.nii.gz, fit.json).
+        out: output folder (views/, views.gif, volume.nii.gz, fit.json, fit.png).
         config: single-view options.
         device: 'cpu', 'cuda' or 'cuda:N'.
         overwrite: replace the outputs of an earlier run in OUT.

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from monai_gnerf.apps.common import Units, check_device, to_units
-from monai_gnerf.apps.figures import comparison_figure
+from monai_gnerf.apps.figures import comparison_figure, figure_path
 from monai_gnerf.config import Config, PositiveFloat, PositiveInt, config_to_dict
 from monai_gnerf.data import example_ct_path
 from monai_gnerf.engines import FIELD_BYTES_PER_VOXEL, ReconstructionConfig, ReconstructionResult, reconstruct
@@ -100,7 +100,8 @@ def reconstruct_folder(
 
     The folder needs geometry.json and projections.nii.gz (or PNG views). The volume is written
     as NIfTI (atomically) on the source CT's grid when the folder records it (so it overlays the
-    CT), else on the detector's field of view around the isocenter.
+    CT), else on the detector's field of view around the isocenter; beside it a PNG of its
+    central axial, coronal and sagittal slices (``recon.nii.gz`` -> ``recon.png``).
 
     Args:
         projections_dir: projection folder.
@@ -120,6 +121,7 @@ def reconstruct_folder(
     voxels = math.prod(shape)
     check_memory(FIELD_BYTES_PER_VOXEL * voxels, f"a {'x'.join(map(str, shape))} reconstruction grid")
     check_output(out, "file", overwrite, estimated_bytes=4 * voxels)
+    check_output(figure_path(out), "file", overwrite)
     for folder, option in ((work_dir, "--work_dir"), (tensorboard_dir, "--tensorboard_dir")):
         if folder is not None:
             check_output(folder, "dir", overwrite=True, option=option)
@@ -129,7 +131,10 @@ def reconstruct_folder(
         work_dir=work_dir, tensorboard_dir=tensorboard_dir, device=device, restart=overwrite,
     )  # fmt: skip
     mu_water = config.mu_water_per_mm or float(meta.get("mu_water_per_mm", MU_WATER_PER_MM))
-    save_volume(out, to_units(result.volume.as_tensor(), config.units, mu_water), affine)
+    volume = to_units(result.volume.as_tensor(), config.units, mu_water)
+    save_volume(out, volume, affine)
+    window = (-1000.0, 1000.0) if config.units == "hu" else (0.0, 2.0 * mu_water)
+    comparison_figure(figure_path(out), {f"{config.fit.method}, {geometry.num_views} views": volume}, affine, window)
     _LOGGER.info(f"wrote {out} ({config.units}), grid {shape}, {result.iterations} iterations in {result.seconds:.0f} s")
     return result
 

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow, verify_metadata
+from PIL import Image
 
 import monai_gnerf
 from monai_gnerf.data import example_ct_path
@@ -395,6 +396,11 @@ def test_reconstruct_cli_contract_writes_hu_volume_over_the_ct_box(data, recon_c
     metrics = volume_metrics(torch.from_numpy(volume), reference)
     # 6 views and seconds of training: well above a uniform volume (about 11 dB, SSIM < 0.01 here)
     assert 15.0 < metrics["psnr_db"] < 40.0 and 0.4 < metrics["ssim"] < 1.0
+    figure = np.asarray(Image.open(out / "reconstruction.png"))  # the slices beside the volume
+    assert figure.shape == (18 + 3 * 220, 220)
+    for row in range(3):  # axial, coronal, sagittal: body (bright) and air (dark) in each
+        tile = figure[18 + row * 220 : 18 + (row + 1) * 220]
+        assert (tile > 128).mean() > 0.05 and (tile < 30).mean() > 0.05
 
 
 # ---------------------------------------------------------------------------------------------- evaluate.json
@@ -768,6 +774,7 @@ def test_inference_cli_writes_the_slicer_contract_outputs(inference_cli):
     _assert_centred_volume(out / "volume.nii.gz", 16)
     _assert_views(out / "views", 32)
     assert (out / "views.gif").is_file() and not (out / "input").exists()  # an X-ray was given: nothing simulated
+    assert Image.open(out / "fit.png").size == (3 * 96, 2 * 14 + 2 * 96)  # input | fit | difference, loss history
     fit = json.loads((out / "fit.json").read_text())
     assert fit["xray"] == str(xray) and fit["config"]["fit"]["latent_iterations"] == 2 and fit["config"]["fit"]["restarts"] == 1
 
