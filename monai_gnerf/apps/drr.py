@@ -6,13 +6,22 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import torch
 
 from monai_gnerf.apps.common import check_device
 from monai_gnerf.config import Config, PositiveFloat, PositiveInt
 from monai_gnerf.data import resolve_ct_path
 from monai_gnerf.geometry import ProjectionGeometry, check_source_outside, load_geometry, volume_center_mm
-from monai_gnerf.io import PROJECTION_FOLDER_CONTENTS, check_output, load_ct, projection_folder_bytes, save_projections
+from monai_gnerf.io import (
+    PROJECTION_FOLDER_CONTENTS,
+    check_output,
+    dicom_identifiers,
+    dicom_series_files,
+    load_ct,
+    projection_folder_bytes,
+    save_projections,
+)
 from monai_gnerf.resources import check_memory
 from monai_gnerf.physics import MU_WATER_PER_MM, add_detector_noise
 from monai_gnerf.render import RenderMethod
@@ -98,4 +107,6 @@ def simulate_drrs(
         "volume_affine": volume.affine.tolist(),
         "volume_shape": list(volume.shape),
     }
+    if ct_path.is_dir():  # a DICOM series: a reconstruction can join its study (reconstruct --dicom_dir)
+        extra["source_dicom"] = dicom_identifiers(pydicom.dcmread(dicom_series_files(ct_path)[0], stop_before_pixels=True))
     return save_projections(out, drr, resolved, extra)

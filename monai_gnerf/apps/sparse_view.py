@@ -26,7 +26,16 @@ from monai_gnerf.geometry import (
     resample_area,
     resample_nearest,
 )
-from monai_gnerf.io import atomic_output_file, check_output, load_ct, load_projections, save_projections, save_volume
+from monai_gnerf.io import (
+    atomic_output_file,
+    check_output,
+    check_volume_path,
+    save_dicom_series,
+    load_ct,
+    load_projections,
+    save_projections,
+    save_volume,
+)
 from monai_gnerf.physics import MU_WATER_PER_MM, attenuation_to_hu
 from monai_gnerf.resources import check_memory
 from monai_gnerf.transforms import GenerateDRR, HUToAttenuation, silhouette_mask
@@ -95,11 +104,12 @@ def reconstruct_folder(
     work_dir: str | Path | None = None,
     tensorboard_dir: str | Path | None = None,
     overwrite: bool = False,
+    dicom_dir: str | Path | None = None,
 ) -> ReconstructionResult:
     """Reconstruct a CT volume from a projection folder (as written by `monai-gnerf drr`).
 
     The folder needs geometry.json and projections.nii.gz (or PNG views). The volume is written
-    as NIfTI (atomically) on the source CT's grid when the folder records it (so it overlays the
+    (atomically) as NIfTI, or as NRRD / MHA when OUT ends in .nrrd / .mha, on the source CT's grid when the folder records it (so it overlays the
     CT), else on the detector's field of view around the isocenter; beside it a PNG of its
     central axial, coronal and sagittal slices (``recon.nii.gz`` -> ``recon.png``).
 
@@ -112,6 +122,8 @@ def reconstruct_folder(
         tensorboard_dir: write TensorBoard logs here.
         overwrite: replace an existing OUT, and start afresh when WORK_DIR holds checkpoints of
             other inputs (without it such a run is refused).
+        dicom_dir: also write the volume (HU) as a DICOM CT series into this folder; when the
+            projections were simulated from a DICOM CT, the series joins its patient and study.
     """
     config = config or SparseViewJobConfig()
     device = check_device(device)
@@ -120,8 +132,10 @@ def reconstruct_folder(
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
     voxels = math.prod(shape)
     check_memory(FIELD_BYTES_PER_VOXEL * voxels, f"a {'x'.join(map(str, shape))} reconstruction grid")
-    check_output(out, "file", overwrite, estimated_bytes=4 * voxels)
+    check_output(check_volume_path(out), "file", overwrite, estimated_bytes=4 * voxels)
     check_output(figure_path(out), "file", overwrite)
+    if dicom_dir is not None:
+        check_output(dicom_dir, "dir", overwrite, option="--dicom_dir", estimated_bytes=2 * voxels)
     for folder, option in ((work_dir, "--work_dir"), (tensorboard_dir, "--tensorboard_dir")):
         if folder is not None:
             check_output(folder, "dir", overwrite=True, option=option)
@@ -135,6 +149,9 @@ def reconstruct_folder(
     save_volume(out, volume, affine)
     window = (-1000.0, 1000.0) if config.units == "hu" else (0.0, 2.0 * mu_water)
     comparison_figure(figure_path(out), {f"{config.fit.method}, {geometry.num_views} views": volume}, affine, window)
+    if dicom_dir is not None:
+        hu = to_units(result.volume.as_tensor(), "hu", mu_water)
+        save_dicom_series(dicom_dir, hu, affine, meta.get("source_dicom"), f"monai-gnerf {config.fit.method}, {geometry.num_views} views")
     _LOGGER.info(f"wrote {out} ({config.units}), grid {shape}, {result.iterations} iterations in {result.seconds:.0f} s")
     return result
 

@@ -1,4 +1,4 @@
-"""Reading CT volumes (and acquisition geometry from DICOM tags); writing volumes as NIfTI.
+"""Reading CT volumes (and acquisition geometry from DICOM tags); writing volumes as NIfTI, NRRD or MHA.
 
 CT volumes are read through MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for DICOM series, NRRD
 and MHA) as ``MetaTensor``s in HU whose affine maps voxel indices to RAS millimetres. Every
@@ -14,18 +14,19 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import torch
-from monai.data import MetaTensor
+from monai.data import ITKWriter, MetaTensor
 
 from monai_gnerf.errors import GeometryError, VolumeError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.io.atomic import atomic_output_file
 from monai_gnerf.io.readers import NIFTI_SUFFIXES, load_image
 
-__all__ = ["check_slice_spacing", "load_ct", "dicom_series_files", "geometry_from_dicom", "save_volume"]
+__all__ = ["check_slice_spacing", "check_volume_path", "load_ct", "dicom_series_files", "geometry_from_dicom", "save_volume"]
 
 MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_SINGLE_FILE_ITK_SUFFIXES = (".nrrd", ".mha")
 
 
 def _dicom_series(folder: Path) -> list[pydicom.Dataset]:
@@ -169,11 +170,40 @@ def geometry_from_dicom(path: str | Path, base: ProjectionGeometry) -> Projectio
 
 
 def save_volume(path: str | Path, volume: torch.Tensor, affine: torch.Tensor, dtype: type = np.float32) -> Path:
-    """Write a volume as NIfTI with its RAS affine (it overlays its source in any viewer), atomically."""
-    path = Path(path)
+    """Write a volume with its RAS affine (it overlays its source in any viewer), atomically.
+
+    The suffix chooses the format: ``.nii`` / ``.nii.gz`` (NIfTI, nibabel), ``.nrrd`` or ``.mha``
+    (MONAI's ``ITKWriter``, which stores the affine in ITK's LPS convention; readers turn it back
+    into the same RAS affine). Other suffixes are refused (``.nhdr`` and ``.mhd`` would write a
+    second data file, which cannot be renamed into place atomically with its header).
+
+    Raises:
+        VolumeError: an unknown suffix.
+    """
+    path = check_volume_path(path)
     array = volume.detach().cpu().numpy().astype(dtype)
-    image = nib.Nifti1Image(array, np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu()))
-    image.header.set_xyzt_units("mm")
+    affine = np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu())
+    if path.name.endswith(NIFTI_SUFFIXES):
+        image = nib.Nifti1Image(array, affine)
+        image.header.set_xyzt_units("mm")
+        with atomic_output_file(path) as tmp:
+            nib.save(image, tmp)
+        return path
+    writer = ITKWriter(output_dtype=dtype, affine_lps_to_ras=True)
+    writer.set_data_array(array, channel_dim=None)
+    writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
     with atomic_output_file(path) as tmp:
-        nib.save(image, tmp)
+        writer.write(str(tmp), compression=True)
     return path
+
+
+def check_volume_path(path: str | Path) -> Path:
+    """``path`` if :func:`save_volume` can write its format (checked before the work that makes the volume).
+
+    Raises:
+        VolumeError: an unknown suffix.
+    """
+    path = Path(path)
+    if path.name.lower().endswith(NIFTI_SUFFIXES) or path.suffix.lower() in _SINGLE_FILE_ITK_SUFFIXES:
+        return path
+    raise VolumeError(f"cannot write a volume as {path.name}: use .nii.gz, .nii, .nrrd or .mha.")

@@ -136,3 +136,35 @@ def test_single_view_of_a_cr_with_zero_pixel_spacing_warns_and_gives_a_result(tm
     assert any("PixelSpacing [0.0, 0.0] is not a pixel spacing" in w for w in warnings)
     assert any("no pixel spacing; estimated" in w for w in warnings)
     assert (out / "volume.nii.gz").is_file() and (out / "views" / "projections.nii.gz").is_file()
+
+
+def test_reconstruct_writes_nrrd_and_a_dicom_series_in_the_source_study(tmp_path):
+    """A DICOM CT -> DRRs -> FDK with --dicom_dir: the series joins the source's patient, study and
+    frame of reference with its own series UID, and holds the same HU as the NRRD volume."""
+    import pydicom
+    from dicom_utils import write_ct_series
+
+    z, y, x = np.meshgrid(np.arange(12), np.arange(16), np.arange(16), indexing="ij")
+    hu = np.where((x - 7.5) ** 2 + (y - 7.5) ** 2 < 36, 400.0, -1000.0)  # a cylinder, (slices, rows, cols)
+    source = write_ct_series(tmp_path / "ct", hu, spacing_mm=(4.0, 4.0, 4.0), extra_tags={"PatientName": "Doe^Jane"})
+    first = pydicom.dcmread(source[0])
+    geometry = tmp_path / "geometry.json"
+    load_geometry("chest_cbct").with_detector_shape(32, 32).with_uniform_angles(8).to_json(geometry)
+    main(["drr", str(tmp_path / "ct"), "--out", str(tmp_path / "drr"), "--geometry", str(geometry)])
+    nrrd, dicom_dir = tmp_path / "recon.nrrd", tmp_path / "recon_dicom"
+    main(["reconstruct", str(tmp_path / "drr"), "--out", str(nrrd), "--method", "fdk", "--spacing_mm", "8",
+          "--dicom_dir", str(dicom_dir)])  # fmt: skip
+    assert (tmp_path / "recon.png").is_file()
+    files = sorted(dicom_dir.glob("*.dcm"))
+    headers = [pydicom.dcmread(f) for f in files]
+    for key in ("PatientID", "PatientName", "StudyInstanceUID"):
+        assert all(str(h.get(key)) == str(first.get(key)) for h in headers), key
+    assert {h.SeriesInstanceUID for h in headers} != {first.SeriesInstanceUID} and len({h.SeriesInstanceUID for h in headers}) == 1
+    assert all(h.Modality == "CT" and h.SOPClassUID == pydicom.uid.CTImageStorage for h in headers)
+    volume, series = load_ct(nrrd), load_ct(dicom_dir)
+    assert volume.shape == series.shape and len(files) == volume.shape[2]
+    flip = [axis for axis in range(3) if float(volume.affine[axis, axis]) * float(series.affine[axis, axis]) < 0]
+    aligned = series.as_tensor().flip(flip) if flip else series.as_tensor()
+    assert torch.equal(aligned, volume.as_tensor().round().clamp(-32768, 32767))  # the same HU voxel for voxel
+    centre = torch.tensor([(n - 1) / 2.0 for n in volume.shape] + [1.0], dtype=torch.float64)
+    assert torch.allclose(series.affine.double() @ centre, volume.affine.double() @ centre, atol=1e-3)  # same place

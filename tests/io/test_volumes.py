@@ -9,7 +9,7 @@ from dicom_utils import write_ct_series
 from monai_gnerf.data import example_ct_path, example_mask_path
 from monai_gnerf.errors import VolumeError
 from monai_gnerf.geometry import load_geometry
-from monai_gnerf.io import atomic_output_dir, atomic_output_file, geometry_from_dicom, load_ct
+from monai_gnerf.io import atomic_output_dir, atomic_output_file, geometry_from_dicom, load_ct, save_volume
 
 
 def save_nifti(path, array, affine=None):
@@ -99,3 +99,29 @@ def test_atomic_outputs_leave_nothing_behind_on_failure(tmp_path):
     with atomic_output_dir(tmp_path / "out") as staging:
         (staging / "done.txt").write_text("ok")
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "done.txt").read_text() == "ok"
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
+def test_save_volume_round_trips_values_and_an_oblique_affine(tmp_path, suffix):
+    """NRRD and MHA (ITK, LPS on disk) read back with the same RAS affine as NIfTI, to float32 precision."""
+    import math
+
+    rng = torch.Generator().manual_seed(0)
+    volume = torch.rand(7, 6, 5, generator=rng) * 2000.0 - 1000.0
+    angle = math.radians(20.0)
+    affine = torch.eye(4, dtype=torch.float64)
+    affine[:3, :3] = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0],
+                                   [0.0, 0.0, 1.0]], dtype=torch.float64) @ torch.diag(torch.tensor([0.8, 1.2, 2.5],
+                                                                                                    dtype=torch.float64))  # fmt: skip
+    affine[:3, 3] = torch.tensor([-40.0, 12.5, 100.0])
+    path = save_volume(tmp_path / f"volume{suffix}", volume, affine)
+    back = load_ct(path)
+    assert torch.equal(back.as_tensor(), volume)
+    assert torch.allclose(back.affine.double(), affine, atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir()] == [f"volume{suffix}"]  # one file, nothing partial
+
+
+def test_save_volume_refuses_a_format_it_cannot_write_atomically(tmp_path):
+    with pytest.raises(VolumeError, match=r"cannot write a volume as v.nhdr: use .nii.gz, .nii, .nrrd or .mha"):
+        save_volume(tmp_path / "v.nhdr", torch.zeros(2, 2, 2), torch.eye(4))
+    assert not list(tmp_path.iterdir())
