@@ -256,6 +256,28 @@ def test_metadata_verifies_and_broken_metadata_does_not(schema, tmp_path):
             verify_metadata(meta_file=str(path), filepath=str(schema))
 
 
+def test_metadata_eval_metrics_are_the_benchmark_figures():
+    """eval_metrics quote benchmarks/results/*.json (rounded), so the bundle claims what was measured."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    metrics = json.loads((CONFIGS / "metadata.json").read_text())["eval_metrics"]
+    sparse = {(row["views"], row["method"]): row for row in json.loads((results / "sparse_view.json").read_text())["rows"]}
+    single = json.loads((results / "single_view.json").read_text())["summary"]
+    labels = {"population_mean": "population mean", "pca_fit": "PCA fit",
+              "grid_prior_learned_weights": "grid prior + learned weights"}  # fmt: skip
+    checked = 0
+    for key, value in metrics.items():
+        if match := re.fullmatch(r"sparse_view_(\d+)_views_(\w+?)_(psnr_3d|ssim_3d)(_db)?", key):
+            figure = sparse[(int(match[1]), match[2])][match[3]]
+        elif match := re.fullmatch(r"single_view_(\w+?)_(psnr_2d|psnr_3d)_db", key):
+            figure = single[labels[match[1]]][match[2]]
+        else:
+            assert key.endswith("note"), key
+            continue
+        assert value == pytest.approx(figure, abs=0.006), key
+        checked += 1
+    assert checked >= 14
+
+
 def test_configs_define_the_contract_overrides():
     """MONAI accepts unknown overrides silently, so a renamed key would break callers without an error."""
     contract = {
