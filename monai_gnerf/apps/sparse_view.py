@@ -132,7 +132,7 @@ def reconstruct_folder(
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
     voxels = math.prod(shape)
     check_memory(FIELD_BYTES_PER_VOXEL * voxels, f"a {'x'.join(map(str, shape))} reconstruction grid")
-    check_output(check_volume_path(out), "file", overwrite, estimated_bytes=4 * voxels)
+    check_volume_path(check_output(out, "file", overwrite, estimated_bytes=4 * voxels))
     check_output(figure_path(out), "file", overwrite)
     if dicom_dir is not None:
         check_output(dicom_dir, "dir", overwrite, option="--dicom_dir", estimated_bytes=2 * voxels)

@@ -59,11 +59,21 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
-from monai.engines import Trainer
+from monai.engines import SupervisedEvaluator, Trainer
+from monai.handlers import (
+    IgniteMetricHandler,
+    PeakSignalToNoiseRatio,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+    from_engine,
+)
 from monai.inferers import Inferer, SimpleInferer
+from monai.metrics import SSIMMetric
+from monai.utils import CommonKeys
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from monai_gnerf.config import Config, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, config_to_dict
 from monai_gnerf.engines.handlers import RunState, StopOnNan, step_stats, training_handlers
@@ -86,6 +96,10 @@ __all__ = [
     "generator_optimizer",
     "discriminator_optimizer",
     "prior_run_state",
+    "prior_validation_set",
+    "SubjectViewBatch",
+    "SubjectViewInferer",
+    "prior_evaluator",
     "orbit_geometry",
     "train_prior",
 ]
@@ -117,6 +131,11 @@ class PriorConfig(Config):
         log_every: iterations between log lines.
         checkpoint_every: iterations between checkpoints.
         sample_every: iterations between sample renders (PNG in the work folder).
+        validate_every: iterations between validations (``None``: none): the first
+            ``validation_subjects`` training subjects rendered from their learned codes at the
+            orbit's first angle and a quarter turn, against their real views: PSNR and SSIM
+            (data range: ``generator.value_scale``) in the log and TensorBoard.
+        validation_subjects: subjects of each validation.
         view_weight: weight of the per-subject view reconstruction term (0: off).
         volume_weight: weight of the per-subject 3D attenuation term (0: off; needs a dataset
             with volumes).
@@ -145,6 +164,8 @@ class PriorConfig(Config):
     log_every: PositiveInt = 25
     checkpoint_every: PositiveInt = 200
     sample_every: PositiveInt = 200
+    validate_every: PositiveInt | None = 200
+    validation_subjects: PositiveInt = 4
     view_weight: NonNegativeFloat = 1.0
     volume_weight: NonNegativeFloat = 1.0
     code_weight: NonNegativeFloat = 1e-2
@@ -157,6 +178,11 @@ class PriorConfig(Config):
     def learns_subject_codes(self) -> bool:
         """Whether the reconstruction terms (and so per-subject codes) are on."""
         return self.view_weight > 0 or self.volume_weight > 0
+
+    @property
+    def validates(self) -> bool:
+        """Whether training validates (it needs learned subject codes and a ``validate_every``)."""
+        return self.learns_subject_codes and self.validate_every is not None
 
     @property
     def needs_volumes(self) -> bool:
@@ -177,6 +203,7 @@ class PriorResult:
         latent_mean: mean of the learned subject codes ``(shape_dim + appearance_dim,)``, or
             ``None`` when the run learned none (the prior is then the standard normal).
         latent_covariance: their covariance, or ``None``.
+        validation: the last validation's metrics (``val_psnr``, ``val_ssim``), or ``{}``.
     """
 
     generator: RadianceFieldGenerator
@@ -186,6 +213,7 @@ class PriorResult:
     losses: dict[str, float]
     latent_mean: torch.Tensor | None = None
     latent_covariance: torch.Tensor | None = None
+    validation: dict[str, float] = field(default_factory=dict)
 
 
 class SubjectCodes(nn.Module):
@@ -282,7 +310,8 @@ class PriorStart:
         volume_affine: the volumes' affine, or ``None``.
 
     Raises:
-        GnerfInputError: volumes needed but the dataset has none; a generator of other sizes.
+        GnerfInputError: volumes needed but the dataset has none; a PCA start of fewer than 2
+            subjects; a generator of other sizes.
     """
 
     def __init__(
@@ -294,6 +323,11 @@ class PriorStart:
             raise GnerfInputError(
                 "volume_weight and pca_init need training data with volumes (phantoms or CTs); "
                 "for views alone set volume_weight 0 and pca_init False."
+            )
+        if config.starts_from_pca and dataset.num_subjects < 2:
+            raise GnerfInputError(
+                f"pca_init needs at least 2 training subjects, the data has {dataset.num_subjects}; "
+                "add subjects or set pca_init False."
             )
         g = config.generator
         self.generator = generator
@@ -528,6 +562,72 @@ class PriorSamples:
         self._writer.flush()
 
 
+def prior_validation_set(dataset: Dataset, subjects: int) -> Subset:
+    """The validation views: the first ``subjects`` training subjects at the orbit's first angle
+    and the angle nearest a quarter turn from it (items ``subject * num_views + view``)."""
+    angles = torch.tensor(dataset.angles_deg)
+    quarter = int(((angles - angles[0] - 90.0 + 180.0) % 360.0 - 180.0).abs().argmin())
+    views = sorted({0, quarter})
+    count = min(subjects, dataset.num_subjects)
+    return Subset(dataset, [s * len(angles) + v for s in range(count) for v in views])
+
+
+class SubjectViewBatch:
+    """MONAI ``prepare_batch`` of prior validation: a batch of views -> ``(subject index, real views
+    (B, 1, H, W) line integrals, (angles,), {})``, the inferer's inputs and the metrics' labels."""
+
+    def __call__(self, batchdata: dict[str, torch.Tensor], device=None, non_blocking: bool = False, **_: Any):
+        index, angles = batchdata["index"].to(device), batchdata["angle_deg"].to(device)
+        return index, batchdata["image"][:, None].to(device, non_blocking=non_blocking), (angles,), {}
+
+
+class SubjectViewInferer(Inferer):
+    """Render training subjects from their learned codes: ``inferer(index, generator, angles_deg)``
+    gives ``(B, 1, H, W)`` line integrals (display units times ``value_scale``).
+
+    Args:
+        codes: the subject codes.
+        geometry: the training orbit in the generator's frame.
+    """
+
+    def __init__(self, codes: SubjectCodes, geometry: ProjectionGeometry) -> None:
+        super().__init__()
+        self.codes, self.geometry = codes, geometry
+
+    def __call__(self, index: torch.Tensor, network: RadianceFieldGenerator, angles_deg: torch.Tensor) -> torch.Tensor:
+        z_s, z_a = self.codes(index)
+        views = [network.render_views(z_s[i : i + 1], z_a[i : i + 1], self.geometry, angles_deg[i : i + 1])[0]
+                 for i in range(index.shape[0])]  # fmt: skip
+        return torch.stack(views)[:, None] * network.config.value_scale
+
+
+def prior_evaluator(
+    start: PriorStart, network: RadianceFieldGenerator, dataset: Dataset, geometry: ProjectionGeometry,
+    config: PriorConfig, run: RunState, tensorboard_dir: str | Path | None = None,
+) -> SupervisedEvaluator:  # fmt: skip
+    """The validation workflow of :attr:`PriorConfig.validate_every` (what ``train.json`` builds as
+    ``validate#evaluator``): MONAI's ``SupervisedEvaluator`` over :func:`prior_validation_set` with
+    :class:`SubjectViewInferer`, MONAI's PSNR and SSIM metric handlers (explicit data range), the
+    metrics logged by ``StatsHandler`` and, with a ``tensorboard_dir``, ``TensorBoardStatsHandler``
+    at the training iteration (from ``run``)."""
+    data_range = config.generator.value_scale
+    pairs = from_engine([CommonKeys.PRED, CommonKeys.LABEL])
+    handlers: list[Any] = [StatsHandler(iteration_log=False, name=_LOGGER)]
+    if tensorboard_dir is not None:
+        handlers.append(TensorBoardStatsHandler(log_dir=str(tensorboard_dir), iteration_log=False,
+                                                global_epoch_transform=lambda _: run.engine.state.iteration))  # fmt: skip
+    return SupervisedEvaluator(
+        device=next(network.parameters()).device,
+        val_data_loader=DataLoader(prior_validation_set(dataset, config.validation_subjects), batch_size=4),
+        network=network,
+        prepare_batch=SubjectViewBatch(),
+        inferer=SubjectViewInferer(start.codes, geometry),
+        key_val_metric={"val_psnr": PeakSignalToNoiseRatio(max_val=data_range, output_transform=pairs)},
+        additional_metrics={"val_ssim": IgniteMetricHandler(SSIMMetric(2, data_range=data_range), output_transform=pairs)},
+        val_handlers=handlers,
+    )
+
+
 def train_prior(
     dataset: Dataset,
     geometry: str | ProjectionGeometry,
@@ -569,6 +669,7 @@ def train_prior(
     optimizer_g = generator_optimizer(start.generator, start.codes, config)
     optimizer_d = discriminator_optimizer(discriminator, config)
     ema = None if config.ema_decay is None else EMAHandler(start.generator, momentum=1.0 - config.ema_decay)
+    final = start.generator if ema is None else ema.ema_model
     run = prior_run_state(config, dataset, geo)
     to_save = {"generator": start.generator, "discriminator": discriminator, "optimizer_g": optimizer_g,
                "optimizer_d": optimizer_d, "subject_codes": start.codes, "run": run}  # fmt: skip
@@ -576,7 +677,11 @@ def train_prior(
         to_save["ema"] = ema.ema_model
     handlers: list[Any] = [StopOnNan()]
     if work_dir is not None:
-        handlers.append(PriorSamples(start.generator if ema is None else ema.ema_model, geo, Path(work_dir) / "samples.png", config.sample_every, tensorboard_dir))
+        handlers.append(PriorSamples(final, geo, Path(work_dir) / "samples.png", config.sample_every, tensorboard_dir))
+    evaluator = None
+    if config.validates:
+        evaluator = prior_evaluator(start, final, dataset, geo, config, run, tensorboard_dir)
+        handlers.append(ValidationHandler(config.validate_every, evaluator, epoch_level=False))
     handlers += training_handlers(
         to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
@@ -587,5 +692,6 @@ def train_prior(
     if trainer.state.iteration < config.max_iterations:
         trainer.run()
     result = trainer.result(run.elapsed_s)
+    result.validation = {} if evaluator is None else {k: float(v) for k, v in evaluator.state.metrics.items()}
     logging.getLogger(_LOGGER).info(f"prior: {result.iterations} iterations in {result.seconds:.0f} s")
     return result

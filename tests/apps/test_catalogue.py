@@ -206,6 +206,7 @@ def _destinations(inputs: Path, work: Path) -> dict[str, tuple[list[str], str]]:
         "output parent is a file": (drr + ["--out", f"{a_file}/sub"], r"a_file is a file, not a folder"),
         "output folder is a file": (drr + ["--out", a_file], r"a_file is a file, not a folder"),
         "output file is a folder": (rec + ["--out", str(work)], r"is a folder; give a file name"),
+        "output format unknown": (rec + ["--out", str(work / "r.vtk")], r"cannot write a volume as r.vtk: use .nii.gz"),
         "existing output": (drr + ["--out", proj], r"proj \(holding geometry.json, png, projections.json\) exists; pass --overwrite"),
         "work_dir is a file": (rec + ["--out", str(work / "r.nii.gz"), "--work_dir", a_file], r"--work_dir .* is a file"),
         "tensorboard_dir is a file": (rec + ["--out", str(work / "r.nii.gz"), "--tensorboard_dir", a_file],

@@ -564,7 +564,8 @@ def test_docs_transforms_example_runs(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- generative prior
 
 TINY_PRIOR = {"job#detector_size": 32, "job#subjects": 2, "prior#batch_size": 2, "prior#patch_size": 8,
-              "network_def#config#num_samples": 8, "prior#checkpoint_every": 2, "prior#log_every": 1}  # fmt: skip
+              "network_def#config#num_samples": 8, "prior#checkpoint_every": 2, "prior#log_every": 1,
+              "prior#validate_every": 2}  # fmt: skip
 EXTRA_HANDLER = {  # MONAI's CheckpointSaver added to train#handlers by a second config file, no Python edits
     "+train#handlers": [{"_target_": "CheckpointSaver", "save_dir": "$os.path.join(@output_dir, 'final')",
                          "save_dict": {"generator": "$@train#ema.ema_model"}, "save_final": True,
@@ -716,7 +717,16 @@ def test_train_cli_writes_generator_checkpoint_samples_and_tensorboard(train_cli
     assert extra["config"]["prior"]["patch_size"] == 8 and extra["config"]["prior"]["batch_size"] == 2
     assert _checkpoints(out) == ["prior_checkpoint_4.pt"]
     assert (out / "checkpoints" / "samples.png").stat().st_size > 0
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = {}
+    for events in (out / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in accumulator.Scalars(tag))
+    assert steps["val_psnr"] == steps["val_ssim"] == [2, 4]  # validate#evaluator, every prior#validate_every
+    assert steps["loss"] == [1, 2, 3, 4]
 
 
 def test_train_in_process_resumes_from_the_checkpoint(train_cli, tiny_generator, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from gnerf_testing import TINY_GENERATOR, tiny_config
 
 from monai_gnerf.data import PhantomPopulation, PhantomViewDataset
-from monai_gnerf.engines import latest_checkpoint, train_prior
+from monai_gnerf.engines import latest_checkpoint, prior_validation_set, train_prior
 from monai_gnerf.engines.prior import CHECKPOINT_PREFIX
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.networks.generator import RadianceFieldGenerator
@@ -81,3 +81,40 @@ class _ViewsOnly(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         return self.dataset[index]
+
+
+def test_validation_logs_psnr_and_ssim_of_learned_subject_views_at_the_training_iteration(one_subject, tmp_path):
+    from gnerf_testing import TINY_GRID_GENERATOR
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    geometry, dataset = one_subject
+    config = dataclasses.replace(tiny_config(6), generator=TINY_GRID_GENERATOR, view_weight=1.0, volume_weight=1.0,
+                                 pca_init=False, validate_every=3, validation_subjects=1)  # fmt: skip
+    result = train_prior(dataset, geometry, config, tensorboard_dir=tmp_path / "tb", progress=False)
+    assert set(result.validation) == {"val_psnr", "val_ssim"}
+    assert 10.0 < result.validation["val_psnr"] < 80.0 and 0.0 < result.validation["val_ssim"] <= 1.0
+    logged = {}
+    for events in (tmp_path / "tb").iterdir():
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            logged.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    assert [step for step, _ in logged["val_psnr"]] == [3, 6]  # at the trainer's iterations, not the evaluator's epoch
+    assert logged["val_psnr"][-1][1] == pytest.approx(result.validation["val_psnr"], rel=1e-5)
+    views = prior_validation_set(dataset, 1)
+    assert [views[i]["angle_deg"].item() for i in range(len(views))] == [0.0, 90.0]  # PA and a quarter turn
+
+
+def test_no_validation_without_learned_codes(one_subject):
+    geometry, dataset = one_subject
+    result = train_prior(dataset, geometry, tiny_config(2, validate_every=1), progress=False)  # views only, no codes
+    assert result.validation == {}
+
+
+def test_a_pca_start_of_one_subject_is_refused_in_one_sentence(one_subject):
+    from gnerf_testing import TINY_GRID_GENERATOR
+
+    geometry, dataset = one_subject
+    config = dataclasses.replace(tiny_config(2), generator=TINY_GRID_GENERATOR, volume_weight=1.0)
+    with pytest.raises(GnerfInputError, match="pca_init needs at least 2 training subjects, the data has 1"):
+        train_prior(dataset, geometry, config, progress=False)
