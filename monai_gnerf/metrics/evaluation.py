@@ -16,6 +16,12 @@ explicit ``data_range``:
   :func:`feature_set_metric` builds one from a feature distance of
   :mod:`monai_gnerf.metrics.features` and a feature extractor.
 
+The volume half runs as a MONAI evaluation (what ``bundle/configs/evaluate.json`` composes):
+:func:`volume_datalist` pairs the files, :class:`NormalizedVolumePaird` loads a pair and applies
+the conventions above, and :func:`volume_evaluator` is a ``SupervisedEvaluator`` (the
+reconstruction is the prediction: an identity network) with one ``IgniteMetricHandler`` of
+:class:`ImagePairMetric` per metric, whose per-case details become ``metrics_3d.csv``.
+
 Pairing (:func:`volume_pairs`, :func:`projection_pairs`): references are one CT or a folder of
 CTs (cases as in :func:`monai_gnerf.data.ct_cases`); the reconstruction of case
 ``c`` is ``reconstructions/c/reconstruction.nii.gz`` (what ``reconstruct.json --output_dir
@@ -35,6 +41,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from ignite.engine import Events
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.engines import SupervisedEvaluator
+from monai.handlers import IgniteMetricHandler, from_engine
+from monai.inferers import Inferer, SimpleInferer
+from monai.metrics import CumulativeIterationMetric
+from monai.metrics.utils import do_metric_reduction
+from monai.transforms import MapTransform
+from monai.utils import CommonKeys
 from torch import nn
 
 from monai_gnerf.data import ct_cases, is_ct_collection, resolve_ct_path
@@ -46,6 +61,10 @@ from monai_gnerf.metrics.image import gmsd, normalize_to_reference, psnr, ssim
 
 __all__ = [
     "AIR_HU",
+    "ImagePairMetric",
+    "NormalizedVolumePaird",
+    "volume_datalist",
+    "volume_evaluator",
     "METRICS_2D",
     "METRICS_3D",
     "RECONSTRUCTION_FILE",
@@ -247,6 +266,116 @@ def _same_grid(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.allclose(a.double(), b.double(), atol=_BOX_TOLERANCE_MM, rtol=0))
 
 
+class ImagePairMetric(CumulativeIterationMetric):
+    """A pair metric of this library (``metric(prediction, target, data_range)``: PSNR, SSIM, GMSD)
+    as a MONAI metric: one value per batch item, the mean (or ``reduction``) over all items.
+
+    Args:
+        metric: the pair metric.
+        data_range: its explicit data range.
+        reduction: MONAI's reduction of the per-item values.
+    """
+
+    def __init__(self, metric: PairMetric, data_range: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__()
+        self.metric, self.data_range, self.reduction = metric, data_range, reduction
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        values = [float(self.metric(p[0], t[0], self.data_range)) for p, t in zip(y_pred, y)]
+        return torch.tensor(values, dtype=torch.float64)[:, None]
+
+    def aggregate(self) -> torch.Tensor:
+        value, _ = do_metric_reduction(self.get_buffer(), self.reduction)
+        return value
+
+
+class NormalizedVolumePaird(MapTransform):
+    """Load a (reconstruction, reference) pair of files and apply the volume conventions of the module.
+
+    The reference (HU) is brought onto the reconstruction's grid, both are clipped below at
+    :data:`AIR_HU` and min-max normalized with the reference's range; each becomes a
+    ``(1, X, Y, Z)`` ``MetaTensor`` with the reconstruction's affine.
+
+    Args:
+        keys: the reconstruction's key and the reference's key, in that order.
+    """
+
+    def __init__(self, keys: Sequence[str] = (CommonKeys.IMAGE, CommonKeys.LABEL)) -> None:
+        super().__init__(keys)
+        self.prediction_key, self.reference_key = tuple(self.keys)
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        prediction, reference = load_ct(d[self.prediction_key]), load_ct(resolve_ct_path(d[self.reference_key]))
+        truth = reference.as_tensor()
+        if not (prediction.shape == reference.shape and _same_grid(prediction.affine, reference.affine)):
+            truth = reference_on_grid(truth, reference.affine, prediction.shape, prediction.affine)
+        estimate, truth = normalize_to_reference(
+            prediction.as_tensor().double().clamp(min=AIR_HU), truth.double().clamp(min=AIR_HU)
+        )
+        for key, value in ((self.prediction_key, estimate), (self.reference_key, truth)):
+            d[key] = MetaTensor(value[None], affine=prediction.affine, meta={"filename_or_obj": str(d[key])})
+        return d
+
+
+def volume_datalist(reconstructions: str | Path, references: str | Path) -> list[dict[str, str]]:
+    """The test set as MONAI data: ``{"case", "image": reconstruction, "label": reference}`` per case
+    (pairing: :func:`volume_pairs`)."""
+    return [{"case": name, CommonKeys.IMAGE: str(prediction), CommonKeys.LABEL: str(reference)}
+            for name, prediction, reference in volume_pairs(reconstructions, references)]  # fmt: skip
+
+
+def volume_evaluator(
+    data_loader: DataLoader,
+    metrics: Mapping[str, PairMetric] | None = None,
+    network: nn.Module | None = None,
+    inferer: Inferer | None = None,
+    handlers: Sequence[Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> SupervisedEvaluator:
+    """A ``SupervisedEvaluator`` of volume pairs (:class:`NormalizedVolumePaird` data).
+
+    Args:
+        data_loader: batches of normalized pairs.
+        metrics: name -> pair metric (default :data:`METRICS_3D`), each an ``IgniteMetricHandler``
+            of :class:`ImagePairMetric` with ``data_range=1`` that keeps its per-case details;
+            the first is the key metric.
+        network: maps a reconstruction to the prediction (default the identity).
+        inferer: default MONAI's ``SimpleInferer``.
+        handlers: evaluation handlers (e.g. ``StatsHandler``, ``MetricsSaver``).
+        device: where the pairs are compared.
+    """
+    pairs = from_engine([CommonKeys.PRED, CommonKeys.LABEL])
+    made = {name: IgniteMetricHandler(ImagePairMetric(metric, 1.0), output_transform=pairs, save_details=True)
+            for name, metric in (metrics if metrics is not None else METRICS_3D).items()}  # fmt: skip
+    first = next(iter(made))
+    return SupervisedEvaluator(
+        device=torch.device(device), val_data_loader=data_loader, network=network or nn.Identity(),
+        inferer=inferer or SimpleInferer(), key_val_metric={first: made[first]},
+        additional_metrics={k: v for k, v in made.items() if k != first} or None, val_handlers=handlers,
+    )  # fmt: skip
+
+
+def _volume_rows(evaluator: SupervisedEvaluator, datalist: list[dict[str, str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run a volume evaluator: one row per case with its grid and metrics (the handlers' details), and the metric names."""
+    shapes: list[list[int]] = []
+
+    def record_shapes(engine: SupervisedEvaluator) -> None:  # the batch is decollated by now: one dict per case
+        shapes.extend(list(item[CommonKeys.IMAGE].shape[1:]) for item in engine.state.batch)
+
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, record_shapes)
+    evaluator.run()
+    evaluator.remove_event_handler(record_shapes, Events.ITERATION_COMPLETED)
+    details = {name: values.flatten().tolist() for name, values in evaluator.state.metric_details.items()}
+    rows = []
+    for i, item in enumerate(datalist):
+        values = {name: float(column[i]) for name, column in details.items()}
+        _LOGGER.info(f"3D {item['case']}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        rows.append({"case": item["case"], "prediction": item[CommonKeys.IMAGE], "reference": item[CommonKeys.LABEL],
+                     "shape": shapes[i], **values})  # fmt: skip
+    return rows, list(details)
+
+
 def evaluate_test_set(
     output_dir: str | Path,
     reconstructions: str | Path | None = None,
@@ -256,6 +385,7 @@ def evaluate_test_set(
     metrics_3d: Mapping[str, PairMetric] | None = None,
     metrics_2d: Mapping[str, PairMetric] | None = None,
     test_set_metrics_2d: Mapping[str, SetMetric] | None = None,
+    evaluator: SupervisedEvaluator | None = None,
 ) -> dict[str, Any]:
     """Evaluate reconstructions against reference CTs and/or projection sets against reference ones.
 
@@ -274,6 +404,9 @@ def evaluate_test_set(
         metrics_2d: name -> per-view metric; default :data:`METRICS_2D`.
         test_set_metrics_2d: name -> ``metric(predicted_views, reference_views)`` over all views of
             all cases (e.g. FID/KID); default none.
+        evaluator: the volume evaluation (:func:`volume_evaluator` over the data of
+            :func:`volume_datalist` in this order, as ``evaluate.json`` builds it); default one of
+            ``metrics_3d``. Its metrics (the handlers' per-case details) are the 3D columns.
 
     Returns:
         The content of ``metrics.json``.
@@ -300,18 +433,13 @@ def evaluate_test_set(
         "outputs": {},
     }
     if reconstructions is not None and references is not None:
-        rows = []
-        for name, prediction_path, reference_path in volume_pairs(reconstructions, references):
-            prediction, reference = load_ct(prediction_path), load_ct(resolve_ct_path(reference_path))
-            truth = reference.as_tensor()
-            if not (prediction.shape == reference.shape and _same_grid(prediction.affine, reference.affine)):
-                truth = reference_on_grid(truth, reference.affine, prediction.shape, prediction.affine)
-            values = volume_metrics(prediction.as_tensor(), truth, metrics_3d)
-            _LOGGER.info(f"3D {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-            rows.append({"case": name, "prediction": str(prediction_path), "reference": str(reference_path),
-                         "shape": list(prediction.shape), **values})  # fmt: skip
-        path = _write_csv(output_dir / "metrics_3d.csv", rows, ["case", "prediction", "reference", *metrics_3d])
-        summary["volumes"] = {"metrics": list(metrics_3d), "cases": rows, "mean": _mean(rows, list(metrics_3d))}
+        datalist = volume_datalist(reconstructions, references)
+        if evaluator is None:
+            loader = DataLoader(Dataset(datalist, NormalizedVolumePaird()), batch_size=1)
+            evaluator = volume_evaluator(loader, metrics_3d)
+        rows, names = _volume_rows(evaluator, datalist)
+        path = _write_csv(output_dir / "metrics_3d.csv", rows, ["case", "prediction", "reference", *names])
+        summary["volumes"] = {"metrics": names, "cases": rows, "mean": _mean(rows, names)}
         summary["outputs"]["metrics_3d_csv"] = str(path)
     if projections is not None and reference_projections is not None:
         rows, all_estimates, all_truths = [], [], []

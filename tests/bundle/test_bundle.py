@@ -446,6 +446,11 @@ def test_evaluate_cli_scores_a_folder_test_set(data, recon_fdk, drr_folder, tmp_
     assert float(rows["ct_a"]["psnr_db"]) == pytest.approx(expected, abs=1e-4)
     assert 0.2 < float(rows["ct_a"]["ssim"]) < 0.99
 
+    with (out / "psnr_db_raw.csv").open() as handle:  # MONAI's MetricsSaver, beside ours: the same figures
+        raw = {row["filename"]: float(row["class0"]) for row in csv.DictReader(handle)}
+    assert raw == {str(recons / "ct_a" / "reconstruction.nii.gz"): pytest.approx(expected, abs=1e-4),
+                   str(recons / "ct_b.nii.gz"): math.inf}  # fmt: skip
+
     header, rows = _read_csv(out / "metrics_2d.csv")
     assert header == ["case", "prediction", "reference", "views", "psnr_db", "ssim", "gmsd"]
     assert rows["ct_a"]["views"] == str(VIEWS)
@@ -743,11 +748,8 @@ def test_train_in_process_resumes_from_the_checkpoint(train_cli, tiny_generator,
 
 
 def test_train_config_passes_monai_check_properties(tmp_path):
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
-                              output_dir=str(tmp_path / "out"), **TINY_PRIOR)  # fmt: skip
-    workflow.initialize()
-    assert workflow.check_properties() == []
-    trainer = workflow.train_trainer if hasattr(workflow, "train_trainer") else workflow.trainer
+    workflow = _checked_workflow("train.json", "train", tmp_path / "out", **TINY_PRIOR)
+    trainer = workflow.trainer
     from monai.engines import Trainer
 
     assert isinstance(trainer, Trainer) and trainer.state.max_epochs == workflow.max_epochs == 1
@@ -811,14 +813,26 @@ def test_inference_cli_writes_the_slicer_contract_outputs(inference_cli):
     assert fit["xray"] == str(xray) and fit["config"]["fit"]["latent_iterations"] == 2 and fit["config"]["fit"]["restarts"] == 1
 
 
-def test_inference_config_passes_monai_check_properties(tmp_path):
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), workflow_type="infer",
-                              bundle_root=str(BUNDLE), output_dir=str(tmp_path / "out"))  # fmt: skip
+def _checked_workflow(config: str, kind: str, out: Path, **overrides) -> ConfigWorkflow:
+    """A config as a MONAI ``ConfigWorkflow`` of ``kind``, initialized, after MONAI's property check passed."""
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / config), workflow_type=kind, bundle_root=str(BUNDLE),
+                              output_dir=str(out), **overrides)  # fmt: skip
     workflow.initialize()
     assert workflow.check_properties() == []
+    return workflow
+
+
+def test_evaluate_config_passes_monai_check_properties(tmp_path):
+    from monai.engines import SupervisedEvaluator
+
+    assert isinstance(_checked_workflow("evaluate.json", "infer", tmp_path / "out").evaluator, SupervisedEvaluator)
+
+
+def test_inference_config_passes_monai_check_properties(tmp_path):
     from monai.engines import SupervisedEvaluator
     from monai.handlers import CheckpointLoader
 
+    workflow = _checked_workflow("inference.json", "infer", tmp_path / "out")
     assert isinstance(workflow.evaluator, SupervisedEvaluator)
     assert any(isinstance(h, CheckpointLoader) for h in workflow.handlers)
     assert workflow.network_def.config == load_generator(SHIPPED_MODEL)[0].config  # built from the file's header
