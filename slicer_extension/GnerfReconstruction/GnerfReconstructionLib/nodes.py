@@ -1,4 +1,5 @@
-"""MRML nodes to files and back: X-ray and CT volume nodes in, NIfTI volumes and projection stacks out.
+"""MRML nodes to files and back: X-ray and CT volume nodes in, NIfTI volumes and projection stacks out;
+results placed in the subject hierarchy under their source's study, rendered views as a Sequence.
 
 X-ray volume nodes become a ``monai_gnerf`` projection folder (line integrals plus ``geometry.json``)
 and a CT volume node a NIfTI file in HU, its IJK-to-RAS matrix as the affine; what the bundle wrote
@@ -238,3 +239,65 @@ def load_views_nifti(scene, path: Path, name: str, pixel_spacing_mm: tuple[float
         zooms = image.header.get_zooms()
         pixel_spacing_mm = (float(zooms[1]), float(zooms[0]))
     return _new_volume_node(scene, name, data.transpose(2, 1, 0), views_ijk_to_ras(pixel_spacing_mm))
+
+
+def place_under_study(scene, nodes: Sequence, source_node) -> None:
+    """Put result nodes in the subject hierarchy where their source is (its study, under its patient).
+
+    Nothing moves when the source sits at the top of the hierarchy (a node loaded from a file).
+    """
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    source = hierarchy.GetItemByDataNode(source_node)
+    parent = hierarchy.GetItemParent(source) if source else hierarchy.GetSceneItemID()
+    if parent == hierarchy.GetSceneItemID():
+        return
+    for node in nodes:
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, parent)
+        else:  # a scene without Slicer's subject hierarchy plugins (slicer-core) makes no item by itself
+            hierarchy.CreateItem(parent, node)
+
+
+def _sequences_logic(scene):
+    """Slicer's Sequences module logic (in Slicer), or one made for ``scene`` (``slicer-core``)."""
+    modules = getattr(slicer, "modules", None)
+    if modules is not None and hasattr(modules, "sequences"):
+        return modules.sequences.logic()
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(scene)
+    return logic
+
+
+def views_sequence(scene, views_node, angles_deg: Sequence[float], name: str):
+    """A Sequence node of a projection stack's views, indexed by angle (deg), and its browser.
+
+    Each item is one radiograph (a one-slice volume in the coronal layout of
+    :func:`views_ijk_to_ras`); the browser's proxy node shows the selected angle, and the
+    sequence toolbar plays the orbit.
+
+    Returns:
+        ``(sequence node, browser node)``.
+    """
+    import vtk
+
+    stack = slicer.util.arrayFromVolume(views_node)  # (views, rows, cols)
+    if len(angles_deg) != stack.shape[0]:
+        raise ValueError(f"{len(angles_deg)} angles for {stack.shape[0]} views.")
+    matrix = vtk.vtkMatrix4x4()
+    views_node.GetIJKToRASMatrix(matrix)
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    sequence.SetIndexName("angle")
+    sequence.SetIndexUnit("deg")
+    sequence.SetIndexType(sequence.NumericIndex)
+    for view, angle in enumerate(angles_deg):
+        item = slicer.vtkMRMLScalarVolumeNode()
+        item.SetName(f"{name} {angle:g} deg")
+        item.SetIJKToRASMatrix(matrix)
+        slicer.util.updateVolumeFromArray(item, np.ascontiguousarray(stack[view : view + 1]))
+        sequence.SetDataNodeAtValue(item, f"{angle:g}")
+    browser = scene.AddNode(slicer.vtkMRMLSequenceBrowserNode())
+    browser.SetName(f"{name} browser")
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    _sequences_logic(scene).UpdateProxyNodesFromSequences(browser)
+    return sequence, browser
