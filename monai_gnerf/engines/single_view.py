@@ -236,19 +236,32 @@ def _optimize(
     params: list[dict[str, Any]], steps: int, loss_fn, history: list[float], label: str, progress: bool,
     deadline: float = math.inf,
 ) -> float:
-    """Adam over parameter groups for ``steps`` steps or until ``deadline``; returns the last loss."""
+    """Adam over parameter groups for ``steps`` steps or until ``deadline``; returns the last loss.
+
+    The progress bar counts steps, or, when a deadline stops the phase, seconds up to the deadline
+    (``label (s) [elapsed/granted]``, its ETA the time left), with the step count beside it.
+    """
     if steps == 0:
         return float("nan")
     optimizer = torch.optim.Adam([group for group in params if group["params"]])
     loss = torch.zeros(())
-    for _ in progress_bar(range(steps), desc=label, disable=not progress, leave=False):
+    start, timed = time.monotonic(), math.isfinite(deadline)
+    total = max(1, round(deadline - start)) if timed else steps
+    bar = progress_bar(total=total, desc=f"{label} (s)" if timed else label, disable=not progress, leave=False)
+    for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn()
         loss.backward()
         optimizer.step()
         history.append(loss.item())
+        if timed:
+            bar.update(min(round(time.monotonic() - start), total) - bar.n)
+            bar.set_postfix_str(f"step {step + 1}/{steps}")
+        else:
+            bar.update(1)
         if time.monotonic() > deadline:
             break
+    bar.close()
     return loss.item()
 
 

@@ -62,14 +62,19 @@ def test_latent_prior_penalty_is_the_mahalanobis_distance_and_draws_follow_it():
     assert torch.equal(standard.mean, torch.zeros(48))
 
 
-def test_single_view_budget_bounds_the_fit_time(one_subject, trained_prior):
+def test_single_view_budget_bounds_the_fit_time_and_its_bars_count_seconds(one_subject, trained_prior, capsys):
+    import re
+
     geometry, dataset = one_subject
     truth = dataset.views(0)[0]
-    config = SingleViewConfig(restarts=2, latent_iterations=10_000, finetune_iterations=10_000, budget_s=2.0)
+    config = SingleViewConfig(restarts=2, latent_iterations=10_000, finetune_iterations=10_000, budget_s=3.0)
     start = time.monotonic()
-    fit = fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False)
+    fit = fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=True)
     elapsed = time.monotonic() - start
-    assert elapsed < 4.0 and 10 < len(fit.history) < 20_000
+    assert elapsed < 5.0 and 10 < len(fit.history) < 20_000
+    err = capsys.readouterr().err
+    assert "fine-tuning (s)" in err and "/10000" in err  # seconds of the phase's share, steps beside them
+    assert not re.search(r"\| \d+/10000 \[", err)  # no step bar that a deadline would leave unfinished
 
 
 def test_uncertainty_ratio_learns_the_mix_with_a_fixed_total(one_subject, trained_prior):
