@@ -43,6 +43,10 @@ def _help(job: Callable[..., Any], own: Sequence[inspect.Parameter], leaves: Seq
     return f"{_summary(inspect.getdoc(job) or '')}\n\nArgs:\n{args}\n"
 
 
+PYTHON_ONLY = ("components",)
+"""Job arguments that take Python objects (swapped components, as the bundle passes), never options."""
+
+
 def command(job: Callable[..., Any], report: Report) -> Callable[..., None]:
     """A fire command running ``job`` with its config built from flat options.
 
@@ -52,7 +56,7 @@ def command(job: Callable[..., Any], report: Report) -> Callable[..., None]:
     """
     config_cls = _config_class(job)
     leaves = config_leaves(config_cls)
-    own = [p for p in inspect.signature(job).parameters.values() if p.name != "config"]
+    own = [p for p in inspect.signature(job).parameters.values() if p.name not in ("config", *PYTHON_ONLY)]
     clash = {p.name for p in own} & {leaf.name for leaf in leaves}
     if clash:
         raise ValueError(f"{job.__name__}: arguments {sorted(clash)} are also config fields.")

@@ -16,7 +16,13 @@ from monai_gnerf.apps.common import Units, check_device, to_units
 from monai_gnerf.apps.figures import comparison_figure, figure_path
 from monai_gnerf.config import Config, PositiveFloat, PositiveInt, config_to_dict
 from monai_gnerf.data import example_ct_path
-from monai_gnerf.engines import FIELD_BYTES_PER_VOXEL, ReconstructionConfig, ReconstructionResult, reconstruct
+from monai_gnerf.engines import (
+    FIELD_BYTES_PER_VOXEL,
+    FieldComponents,
+    ReconstructionConfig,
+    ReconstructionResult,
+    reconstruct,
+)
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import (
     ProjectionGeometry,
@@ -105,6 +111,7 @@ def reconstruct_folder(
     tensorboard_dir: str | Path | None = None,
     overwrite: bool = False,
     dicom_dir: str | Path | None = None,
+    components: FieldComponents | None = None,
 ) -> ReconstructionResult:
     """Reconstruct a CT volume from a projection folder (as written by `monai-gnerf drr`).
 
@@ -124,6 +131,8 @@ def reconstruct_folder(
             other inputs (without it such a run is refused).
         dicom_dir: also write the volume (HU) as a DICOM CT series into this folder; when the
             projections were simulated from a DICOM CT, the series joins its patient and study.
+        components: the field, optimizer, projector and extra handlers instead of the defaults
+            (Python only: ``reconstruct.json`` builds them; see :class:`~monai_gnerf.engines.FieldComponents`).
     """
     config = config or SparseViewJobConfig()
     device = check_device(device)
@@ -142,7 +151,7 @@ def reconstruct_folder(
     support = _mask_for(config.mask, projections.as_tensor(), geometry, shape, affine)
     result = reconstruct(
         projections.as_tensor(), geometry, shape, affine, config.fit, mask=support,
-        work_dir=work_dir, tensorboard_dir=tensorboard_dir, device=device, restart=overwrite,
+        work_dir=work_dir, tensorboard_dir=tensorboard_dir, device=device, restart=overwrite, components=components,
     )  # fmt: skip
     mu_water = config.mu_water_per_mm or float(meta.get("mu_water_per_mm", MU_WATER_PER_MM))
     volume = to_units(result.volume.as_tensor(), config.units, mu_water)

@@ -19,12 +19,13 @@ validation against a reference volume (3D PSNR). Checkpoints load with ``weights
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,17 @@ from monai_gnerf.networks import (
 from monai_gnerf.physics import MU_WATER_PER_MM
 from monai_gnerf.render import VolumeProjector, clip_rays_to_box, fdk, sample_rays, world_to_index_rays
 
-__all__ = ["FIELD_BYTES_PER_VOXEL", "ReconstructionConfig", "ReconstructionResult", "ProjectionRays", "build_field", "reconstruct"]
+__all__ = [
+    "FIELD_BYTES_PER_VOXEL",
+    "FieldComponents",
+    "FieldProjector",
+    "FieldTrainer",
+    "ProjectionRays",
+    "ReconstructionConfig",
+    "ReconstructionResult",
+    "build_field",
+    "reconstruct",
+]
 
 Method = Literal["grid", "naf", "nerf", "fdk"]
 CHECKPOINT_PREFIX = "reconstruction"
@@ -193,6 +204,7 @@ def reconstruct(
     device: torch.device | str = "cpu",
     progress: bool = True,
     restart: bool = False,
+    components: FieldComponents | None = None,
 ) -> ReconstructionResult:
     """Reconstruct attenuation (1/mm) on a grid from line-integral projections.
 
@@ -210,6 +222,8 @@ def reconstruct(
         device: ``cpu`` or ``cuda``.
         progress: show a progress bar.
         restart: discard checkpoints of other inputs in ``work_dir`` and start afresh.
+        components: the field, optimizer, projector and extra handlers to use instead of the
+            defaults (:class:`FieldComponents`; ``bundle/configs/reconstruct.json`` builds them).
 
     Returns:
         The volume and the run's statistics.
@@ -233,15 +247,21 @@ def reconstruct(
         volume = initial.clamp(min=0.0) if mask is None else initial.clamp(min=0.0) * (mask.to(device) > 0)
         metrics = _volume_metrics(volume, reference, with_ssim=True)
         return ReconstructionResult(MetaTensor(volume, affine=affine), 0, time.perf_counter() - start, metrics)
+    parts = components or FieldComponents()
     torch.manual_seed(config.seed)
-    net = build_field(config, shape, initial if config.method == "grid" else None, mask).to(device)
+    net = parts.field(config, shape, initial if config.method == "grid" else None, mask).to(device)
     rays = ProjectionRays(projections, geometry, shape, affine, device)
     inputs = fingerprint(projections, geometry.to_dict(), affine, mask if mask is not None else "no mask")
     run_state = RunState({"method": config.method, "shape": list(shape), "grid_levels": config.grid_levels,
                           "inputs": inputs})  # fmt: skip
-    engine = _create_trainer(net, rays, config, shape, affine, device, run_state)
-    optimizer, scheduler = engine.state.optimizer, engine.state.scheduler  # type: ignore[attr-defined]
-    to_save = {"field": net, "optimizer": optimizer, "scheduler": scheduler, "run": run_state}
+    optimizer = (parts.optimizer or functools.partial(torch.optim.Adam, lr=config.lr))(net.parameters())
+    projector = parts.projector(shape, affine, rays.longest_mm / config.samples_per_ray, config.seed, device)
+    engine = FieldTrainer(net, rays, optimizer, projector, config, run_state)
+    logging.getLogger(_LOGGER).info(
+        f"{config.method}: {type(net).__name__} on {'x'.join(map(str, shape))}, {type(optimizer).__name__}, "
+        f"{type(projector).__name__}"
+    )
+    to_save = {"field": net, "optimizer": optimizer, "scheduler": engine.scheduler, "run": run_state}
     if reference is not None:
         _attach_validation(engine, net, reference, config.validate_every)
     attach_training_handlers(
@@ -249,6 +269,8 @@ def reconstruct(
         checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
         tensorboard_dir=tensorboard_dir, progress=progress, logger=_LOGGER, restart=restart,
     )  # fmt: skip
+    for handler in parts.handlers:
+        handler.attach(engine)
     run_engine(engine, config.max_iterations)
     with torch.no_grad():
         volume = net.voxels(shape)
@@ -268,54 +290,108 @@ def _volume_metrics(volume: torch.Tensor, reference: torch.Tensor | None, with_s
     return metrics
 
 
-def _create_trainer(
-    net: nn.Module,
-    rays: ProjectionRays,
-    config: ReconstructionConfig,
-    shape: Sequence[int],
-    affine: torch.Tensor,
-    device: torch.device,
-    run_state: RunState,
-) -> Engine:
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+class FieldProjector:
+    """Line integrals of a field along ray segments in the grid's index space, and its TV term.
 
-    def cosine_factor(step: int) -> float:
-        """Cosine decay over the run's progress: iterations or wall time, whichever is further."""
-        done = step / config.max_iterations
-        if config.budget_s is not None:
-            done = max(done, run_state.elapsed_s / config.budget_s)
-        final = config.final_lr_fraction
-        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+    A field that renders as a volume (``renders_as_volume``: the grid fields) is voxelized and
+    integrated exactly by the Joseph projector (:class:`~monai_gnerf.render.VolumeProjector`),
+    with the anisotropic total variation of its voxels in units of water; an MLP field is sampled
+    at stratified points ``step_mm`` apart (no TV).
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    shape_t = torch.tensor(shape, dtype=torch.float32, device=device)
-    step_mm = rays.longest_mm / config.samples_per_ray
-    tv_weight = config.tv_weight if config.tv_weight is not None else _TV_PER_VIEW / rays.num_views
+    Args:
+        shape: the grid ``(I, J, K)``.
+        affine: grid voxel index -> world mm.
+        step_mm: sample spacing along the rays of MLP fields.
+        seed: seed of the sample jitter.
+        device: device of the rays.
+    """
 
-    def render(o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if net.renders_as_volume:
-            volume = net.voxels(shape)
-            return VolumeProjector(volume, affine).integrate(o, d), _total_variation(volume / MU_WATER_PER_MM)
-        samples = sample_rays(o, d, t0, t1, step_mm=step_mm, jitter=generator)
-        return samples.line_integral(net(_index_to_normalized(samples.points, shape_t))), torch.zeros((), device=device)
+    def __init__(self, shape: Sequence[int], affine: torch.Tensor, step_mm: float, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:  # fmt: skip
+        self.shape, self.affine, self.step_mm = tuple(shape), affine, step_mm
+        self.device = torch.device(device)
+        self.shape_t = torch.tensor(self.shape, dtype=torch.float32, device=self.device)
+        self.jitter = torch.Generator(device=self.device).manual_seed(seed)
 
-    def train_step(engine: Engine, _: Any) -> dict[str, float]:
-        net.train()
-        optimizer.zero_grad(set_to_none=True)
-        pick = torch.randint(len(rays), (config.batch,), generator=generator, device=device)
-        predicted, tv = render(rays.origins[pick], rays.directions[pick], rays.t_near[pick], rays.t_far[pick])
+    def __call__(self, field: nn.Module, o: torch.Tensor, d: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor):
+        """``(line integrals (N,), total variation ())`` of rays ``o + t d``, ``t`` in ``[t0, t1]``."""
+        if getattr(field, "renders_as_volume", False):
+            volume = field.voxels(self.shape)
+            return VolumeProjector(volume, self.affine).integrate(o, d), _total_variation(volume / MU_WATER_PER_MM)
+        samples = sample_rays(o, d, t0, t1, step_mm=self.step_mm, jitter=self.jitter)
+        return samples.line_integral(field(_index_to_normalized(samples.points, self.shape_t))), torch.zeros((), device=self.device)
+
+
+class FieldTrainer(Engine):
+    """Fits a field to the rays of a projection set: an Ignite engine, one batch of random rays per iteration.
+
+    Loss: the mean squared error of line integrals, normalized by the data's mean square, plus the
+    TV term; Adam (or the given optimizer) under a cosine learning-rate schedule over the run's
+    progress (iterations or wall time, whichever is further).
+
+    Args:
+        field: the attenuation field.
+        rays: the projection set's rays (:class:`ProjectionRays`).
+        optimizer: the optimizer of the field's parameters.
+        projector: renders the field along rays (:class:`FieldProjector`).
+        config: the reconstruction options (batch, budgets, TV weight, seed).
+        run: the run's state (its elapsed time drives the schedule under a budget).
+        handlers: attached in order after the engine is made.
+
+    Attributes:
+        scheduler: the learning-rate schedule (checkpointed with the optimizer).
+    """
+
+    def __init__(
+        self, field: nn.Module, rays: ProjectionRays, optimizer: torch.optim.Optimizer, projector: FieldProjector,
+        config: ReconstructionConfig, run: RunState, handlers: Sequence[Any] = (),
+    ) -> None:  # fmt: skip
+        super().__init__(self._step)
+        self.field, self.rays, self.optimizer, self.projector = field, rays, optimizer, projector
+        self.config, self.run_state = config, run
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._cosine_factor)
+        self.tv_weight = config.tv_weight if config.tv_weight is not None else _TV_PER_VIEW / rays.num_views
+        self.rng = torch.Generator(device=projector.device).manual_seed(config.seed)
+        for handler in handlers:
+            handler.attach(self)
+
+    def _cosine_factor(self, step: int) -> float:
+        c = self.config
+        done = step / c.max_iterations
+        if c.budget_s is not None:
+            done = max(done, self.run_state.elapsed_s / c.budget_s)
+        return c.final_lr_fraction + (1.0 - c.final_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    def _step(self, engine: Engine, _: Any) -> dict[str, float]:
+        rays = self.rays
+        self.field.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        pick = torch.randint(len(rays), (self.config.batch,), generator=self.rng, device=self.projector.device)
+        predicted, tv = self.projector(self.field, rays.origins[pick], rays.directions[pick], rays.t_near[pick],
+                                       rays.t_far[pick])  # fmt: skip
         data_loss = F.mse_loss(predicted, rays.values[pick]) / rays.scale
-        loss = data_loss + tv_weight * tv
+        loss = data_loss + self.tv_weight * tv
         loss.backward()
-        optimizer.step()
-        scheduler.step()
+        self.optimizer.step()
+        self.scheduler.step()
         return {"loss": loss.item(), "data_loss": data_loss.item(), "tv": tv.item()}
 
-    engine = Engine(train_step)
-    engine.state.optimizer = optimizer  # type: ignore[attr-defined]
-    engine.state.scheduler = scheduler  # type: ignore[attr-defined]
-    return engine
+
+@dataclass
+class FieldComponents:
+    """The swappable parts of a reconstruction (what :func:`reconstruct` builds by default).
+
+    Attributes:
+        field: ``factory(config, shape, initial_per_mm, mask) -> nn.Module`` (:func:`build_field`).
+        optimizer: ``factory(parameters) -> Optimizer``; ``None``: Adam at ``config.lr``.
+        projector: ``factory(shape, affine, step_mm, seed, device)`` (:class:`FieldProjector`).
+        handlers: extra handlers, attached after the standard ones (log, budget, checkpoints).
+    """
+
+    field: Callable[..., nn.Module] = build_field
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None
+    projector: Callable[..., FieldProjector] = FieldProjector
+    handlers: Sequence[Any] = ()
 
 
 def _attach_validation(engine: Engine, net: nn.Module, reference: torch.Tensor, every: int) -> None:

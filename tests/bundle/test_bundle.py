@@ -386,6 +386,19 @@ def test_reconstruct_in_process_fdk_lands_on_the_source_ct_grid(data, recon_fdk)
     assert 17.0 < _psnr_3d(volume, ct.numpy()) < 30.0  # FDK of 6 views; uniform air scores 13.9 dB
 
 
+def test_reconstruct_config_swaps_the_optimizer_and_adds_a_handler_without_python_edits(data, drr_single, tmp_path):
+    """reconstruct.json exposes the field, optimizer, projector and extra handlers of the fit."""
+    extra = [{"_target_": "StatsHandler", "name": "extra_stats", "epoch_log": False, "output_transform": "$lambda o: o"}]
+    with _Records("monai_gnerf.engines.reconstruction") as log, _Records("extra_stats") as added:
+        bundle_in_process("reconstruct.json", projections_dir=str(drr_single[1] / "projections"),
+                          output_dir=str(tmp_path), handlers=extra, **{"optimizer#_target_": "torch.optim.SGD",
+                          "optimizer#lr": 0.5, "fit#method": "grid", "fit#max_iterations": 3, "fit#budget_s": None,
+                          "sparse_view#spacing_mm": 12.0})  # fmt: skip
+    assert "grid: MaskedField on 30x30x28, SGD, FieldProjector" in log.messages  # the silhouette-masked grid
+    assert len([m for m in added.messages if "loss" in m]) == 3  # the added handler saw every iteration
+    assert (tmp_path / "reconstruction.nii.gz").is_file()
+
+
 def test_reconstruct_without_projections_simulates_the_example_first(tmp_path):
     config = json.loads((CONFIGS / "reconstruct.json").read_text())
     assert config["projections_dir"] is None and config["example"]["views"] == 20
