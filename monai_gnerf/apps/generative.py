@@ -46,8 +46,10 @@ from monai_gnerf.io import (
     atomic_output_dir,
     atomic_output_file,
     check_output,
+    dicom_identifiers_of_file,
     projection_folder_bytes,
     load_ct,
+    save_dicom_series,
     save_projections,
     save_volume,
     silhouette_width_fraction,
@@ -57,7 +59,7 @@ from monai_gnerf.resources import check_memory
 from monai_gnerf.networks import GeneratorHeader, RadianceFieldGenerator, load_generator, save_generator
 from monai_gnerf.physics import MU_WATER_PER_MM, attenuation_to_hu, hu_to_attenuation
 from monai_gnerf.render import render_drr, sample_volume_at
-from monai_gnerf.transforms import ModelViewOfXRay
+from monai_gnerf.transforms import ModelViewOfXRay, ct_view_preprocessing
 
 __all__ = [
     "SingleViewJobConfig",
@@ -75,7 +77,7 @@ __all__ = [
     "train_prior_workflow",
 ]
 
-SINGLE_VIEW_OUTPUTS = ("views", "views.gif", "volume.nii.gz", "fit.json", "fit.png")
+SINGLE_VIEW_OUTPUTS = ("views", "views.gif", "volume.nii.gz", "volume.nrrd", "volume_dicom", "fit.json", "fit.png")
 """What :func:`single_view_reconstruction` writes into its folder."""
 _VOLUME_BYTES_PER_VOXEL = 64  # the generator's sample points (3 float32), the volume, its copies in HU
 
@@ -103,7 +105,9 @@ class TrainPriorJobConfig(Config):
     prior: PriorConfig = field(default_factory=PriorConfig)
 
 
-def prior_dataset(data: str | Path, geometry: ProjectionGeometry, subjects: int = 32, seed: int = 0) -> Dataset:
+def prior_dataset(
+    data: str | Path, geometry: ProjectionGeometry, subjects: int = 32, seed: int = 0, transform: Any = None
+) -> Dataset:
     """The training views named by ``data``.
 
     Args:
@@ -114,6 +118,9 @@ def prior_dataset(data: str | Path, geometry: ProjectionGeometry, subjects: int 
         geometry: acquisition for phantoms and CTs (MedNeRF folders bring their own angles).
         subjects: number of subjects drawn from a population (indices ``0 .. subjects-1``).
         seed: population seed.
+        transform: the preprocessing of each CT of CT data (default
+            :func:`~monai_gnerf.transforms.ct_view_preprocessing` of ``geometry``); populations and
+            MedNeRF folders bring their own views.
     """
     text = str(data)
     if text.startswith("phantoms"):
@@ -129,7 +136,7 @@ def prior_dataset(data: str | Path, geometry: ProjectionGeometry, subjects: int 
         raise GnerfInputError(f"training data not found: {path} (use 'phantoms', 'varied:<CTs>', a MedNeRF folder or CTs).")
     if path.is_dir() and any(d.is_dir() and any(d.glob("*.png")) for d in path.iterdir()):
         return MedNeRFFolderDataset(path)
-    return CTViewDataset(path, geometry)
+    return CTViewDataset(path, geometry, transform or ct_view_preprocessing(geometry))
 
 
 def _view_statistics(dataset: Dataset, samples: int = 16) -> dict[str, float]:
@@ -222,6 +229,9 @@ class SingleViewJobConfig(Config):
         pixel_spacing_mm: the X-ray's detector pixel size, mm, when its file has none (or a
             wrong one); unset: the file's, else estimated from the body silhouette (a warning).
         centre_silhouette: centre the body silhouette on the model's detector.
+        nrrd: also write the volume as ``volume.nrrd`` (3D Slicer's default format).
+        dicom: also write the volume (HU) as a DICOM CT series, ``volume_dicom/``; from a DICOM
+            radiograph it joins that patient's study.
         fit: the inversion and fine-tuning options.
     """
 
@@ -230,6 +240,8 @@ class SingleViewJobConfig(Config):
     units: Units = "hu"
     pixel_spacing_mm: PositiveFloat | None = None
     centre_silhouette: bool = True
+    nrrd: bool = False
+    dicom: bool = False
     fit: SingleViewConfig = field(default_factory=SingleViewConfig)
 
 
@@ -314,7 +326,8 @@ class SingleViewInferer(Inferer):
 
 
 class SingleViewWriter:
-    """Writes a :class:`SingleViewResult` into a folder: ``views/``, ``views.gif``, ``volume.nii.gz``,
+    """Writes a :class:`SingleViewResult` into a folder: ``views/``, ``views.gif``, ``volume.nii.gz``
+    (with ``config.nrrd`` also ``volume.nrrd``, with ``config.dicom`` a CT series ``volume_dicom/``),
     ``fit.json`` and ``fit.png`` (input, fitted view and their difference, above the loss history).
 
     Made before the work: it checks the memory of the volume and the destination (a writable
@@ -364,8 +377,14 @@ class SingleViewWriter:
             save_projections(staging / "views", views, result.views_geometry,
                              {"source": str(xray), "model": str(self.checkpoint)})  # fmt: skip
             _write_gif(staging / "views.gif", views / self.header.config.value_scale)
-            save_volume(staging / "volume.nii.gz", to_units(result.volume.cpu(), config.units, MU_WATER_PER_MM),
-                        result.affine)  # fmt: skip
+            volume = to_units(result.volume.cpu(), config.units, MU_WATER_PER_MM)
+            save_volume(staging / "volume.nii.gz", volume, result.affine)
+            if config.nrrd:
+                save_volume(staging / "volume.nrrd", volume, result.affine)
+            if config.dicom:
+                hu = to_units(result.volume.cpu(), "hu", MU_WATER_PER_MM)
+                save_dicom_series(staging / "volume_dicom", hu, result.affine, dicom_identifiers_of_file(xray),
+                                  "monai-gnerf single view")  # fmt: skip
             (staging / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
             fit_figure(staging / "fit.png", result.input_view.cpu(), views[0], fit.history)
         _LOGGER.info(f"wrote {self.output_dir}: {config.views} views, volume {config.volume_size}^3 ({config.units})")

@@ -20,7 +20,7 @@ isocenter, which a prior's optional 3D term compares with its own field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -29,10 +29,9 @@ from monai_gnerf.data.examples import resolve_ct_path
 from monai_gnerf.data.phantoms import EllipsoidPhantom
 from monai_gnerf.data.population import CTPopulation, PhantomPopulation, VolumeSubject
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.geometry import ProjectionGeometry, load_geometry, volume_center_mm
-from monai_gnerf.io import load_ct, read_png16
-from monai_gnerf.physics import MU_WATER_PER_MM, hu_to_attenuation
-from monai_gnerf.render import VolumeProjector, sample_volume_at
+from monai_gnerf.geometry import ProjectionGeometry, load_geometry
+from monai_gnerf.io import read_png16
+from monai_gnerf.render import sample_volume_at
 
 __all__ = [
     "CT_SUFFIXES",
@@ -167,50 +166,44 @@ def ct_cases(dataset: str | Path) -> list[tuple[str, Path]]:
 
 
 class CTViewDataset(_ViewDataset):
-    """DRRs of CT volumes rendered on the fly (Joseph projector).
+    """DRRs of CT volumes, made by a MONAI preprocessing once per CT and cached.
 
     Args:
         ct: a folder of CTs, one CT (file, DICOM folder or ``example``), or a list of paths (HU).
-        geometry: acquisition; each CT's isocenter is its volume centre.
-        mu_water_per_mm: attenuation of water for HU -> 1/mm.
-        device: where volumes live and projections are computed.
+        geometry: acquisition (its angles are the dataset's).
+        transform: ``{"image": CT path}`` -> ``{"image": attenuation (1/mm) MetaTensor with its
+            affine, "views": (views, rows, cols) line integrals whose ``meta["geometry"]`` holds
+            the resolved geometry}``; :func:`monai_gnerf.transforms.ct_view_preprocessing`
+            (``LoadCTd -> HUToAttenuationd -> GenerateDRRd``) is the library's.
     """
 
     def __init__(
-        self,
-        ct: str | Path | Sequence[str | Path],
-        geometry: str | ProjectionGeometry,
-        mu_water_per_mm: float = MU_WATER_PER_MM,
-        device: torch.device | str = "cpu",
-    ) -> None:
+        self, ct: str | Path | Sequence[str | Path], geometry: str | ProjectionGeometry, transform: Callable[[dict], dict]
+    ) -> None:  # fmt: skip
         self.paths = [Path(p) for p in ct] if isinstance(ct, (list, tuple)) else [p for _, p in ct_cases(ct)]
         self.geometry = load_geometry(geometry)
-        self.mu_water_per_mm = mu_water_per_mm
-        self.device = torch.device(device)
+        self.transform = transform
         self.angles_deg = self.geometry.angles_deg
         self.num_subjects = len(self.paths)
-        self._projectors: dict[int, tuple[VolumeProjector, ProjectionGeometry]] = {}
+        self._subjects: dict[int, dict[str, Any]] = {}
 
-    def _projector(self, subject: int) -> tuple[VolumeProjector, ProjectionGeometry]:
-        if subject not in self._projectors:
-            ct = load_ct(self.paths[subject])
-            mu = hu_to_attenuation(ct.as_tensor().float(), self.mu_water_per_mm).to(self.device)
-            projector = VolumeProjector(mu, ct.affine)
-            self._projectors[subject] = (projector, self.geometry.resolved(volume_center_mm(ct.affine, ct.shape)))
-        return self._projectors[subject]
+    def _subject(self, subject: int) -> dict[str, Any]:
+        if subject not in self._subjects:
+            with torch.no_grad():
+                self._subjects[subject] = self.transform({"image": str(self.paths[subject])})
+        return self._subjects[subject]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         subject, view = self._split(index)
-        projector, geometry = self._projector(subject)
-        with torch.no_grad():
-            image = projector.project(geometry, views=[view])[0]
-        return _item(image.cpu(), self.angles_deg[view], subject, subject)
+        image = self._subject(subject)["views"][view].as_subclass(torch.Tensor)
+        return _item(image, self.angles_deg[view], subject, subject)
 
     def attenuation_at(self, index: int, points_mm: torch.Tensor) -> torch.Tensor:
         """Trilinear attenuation (1/mm) of CT ``index`` at points ``(..., 3)`` relative to its isocenter; 0 outside."""
-        projector, geometry = self._projector(index)
-        world = points_mm + torch.tensor(geometry.isocenter_mm, dtype=points_mm.dtype, device=points_mm.device)
-        return sample_volume_at(projector.volume, projector.affine, world)
+        data = self._subject(index)
+        centre = torch.tensor(data["views"].meta["geometry"]["isocenter_mm"], dtype=points_mm.dtype, device=points_mm.device)
+        volume = data["image"]
+        return sample_volume_at(volume.as_subclass(torch.Tensor), volume.affine, points_mm + centre)
 
 
 class MedNeRFFolderDataset(_ViewDataset):

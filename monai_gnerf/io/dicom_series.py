@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.errors
 import torch
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -23,7 +24,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from monai_gnerf.errors import VolumeError
 from monai_gnerf.io.atomic import atomic_output_dir
 
-__all__ = ["DICOM_IDENTIFIERS", "dicom_identifiers", "save_dicom_series"]
+__all__ = ["DICOM_IDENTIFIERS", "dicom_identifiers", "dicom_identifiers_of_file", "save_dicom_series"]
 
 DICOM_IDENTIFIERS = (
     "PatientName",
@@ -47,6 +48,14 @@ _HU_RANGE = (-32768, 32767)
 def dicom_identifiers(header: pydicom.Dataset) -> dict[str, str]:
     """The :data:`DICOM_IDENTIFIERS` a DICOM header has, as strings (absent ones are left out)."""
     return {key: str(header.get(key)) for key in DICOM_IDENTIFIERS if header.get(key) not in (None, "")}
+
+
+def dicom_identifiers_of_file(path: str | Path) -> dict[str, str] | None:
+    """The :data:`DICOM_IDENTIFIERS` of a DICOM file (a DX/CR radiograph, say), or ``None`` for another format."""
+    try:
+        return dicom_identifiers(pydicom.dcmread(path, stop_before_pixels=True))
+    except (pydicom.errors.InvalidDicomError, OSError, IsADirectoryError):
+        return None
 
 
 def _slice_dataset(identifiers: dict[str, str], series_uid: str, description: str, number: int) -> pydicom.Dataset:

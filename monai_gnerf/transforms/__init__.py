@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from monai_gnerf.transforms import drr as _drr
 from monai_gnerf.transforms import intensity as _intensity
+from monai_gnerf.transforms import io as _io
 from monai_gnerf.transforms import masks as _masks
 from monai_gnerf.transforms import xray as _xray
 from monai_gnerf.transforms.drr import *  # noqa: F403
 from monai_gnerf.transforms.intensity import *  # noqa: F403
+from monai_gnerf.transforms.io import *  # noqa: F403
 from monai_gnerf.transforms.masks import *  # noqa: F403
 from monai_gnerf.transforms.xray import *  # noqa: F403
 
-__all__ = [*_drr.__all__, *_intensity.__all__, *_masks.__all__, *_xray.__all__]
+__all__ = [*_drr.__all__, *_intensity.__all__, *_io.__all__, *_masks.__all__, *_xray.__all__]

@@ -128,14 +128,22 @@ def test_single_view_of_a_cr_with_zero_pixel_spacing_warns_and_gives_a_result(tm
     geometry = load_geometry("mednerf_chest").with_detector_shape(96, 96).with_uniform_angles(1)
     drr = render_drr(hu_to_attenuation(ct), geometry)[0].numpy()
     pixels = np.round(drr / drr.max() * 4000).astype(np.uint16)  # a DX-like 12-bit image of the CT
-    write_dx(tmp_path / "cr.dcm", pixels, PixelSpacing=[0, 0], Modality="CR")
+    study = "1.2.826.0.1.3680043.8.498.4242"
+    write_dx(tmp_path / "cr.dcm", pixels, PixelSpacing=[0, 0], Modality="CR", PatientID="CR-7", StudyInstanceUID=study)
     out = tmp_path / "single"
     main(["single-view", str(tmp_path / "cr.dcm"), "--out", str(out), "--latent_iterations", "2",
-          "--finetune_iterations", "1", "--restarts", "1", "--volume_size", "8", "--views", "4"])  # fmt: skip
+          "--finetune_iterations", "1", "--restarts", "1", "--volume_size", "8", "--views", "4",
+          "--nrrd", "True", "--dicom", "True"])  # fmt: skip
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("monai_gnerf")]
     assert any("PixelSpacing [0.0, 0.0] is not a pixel spacing" in w for w in warnings)
     assert any("no pixel spacing; estimated" in w for w in warnings)
     assert (out / "volume.nii.gz").is_file() and (out / "views" / "projections.nii.gz").is_file()
+    nifti, nrrd = load_ct(out / "volume.nii.gz"), load_ct(out / "volume.nrrd")  # NRRD beside NIfTI: the same volume
+    assert torch.equal(nifti.as_tensor(), nrrd.as_tensor()) and torch.allclose(nifti.affine, nrrd.affine, atol=1e-5)
+    import pydicom
+
+    series = [pydicom.dcmread(f) for f in sorted((out / "volume_dicom").glob("*.dcm"))]
+    assert len(series) == 8 and {(h.PatientID, h.StudyInstanceUID, h.Modality) for h in series} == {("CR-7", study, "CT")}
 
 
 def test_reconstruct_writes_nrrd_and_a_dicom_series_in_the_source_study(tmp_path):

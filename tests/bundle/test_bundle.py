@@ -769,6 +769,23 @@ def test_train_config_passes_monai_check_properties(tmp_path):
     assert isinstance(workflow.train_dataset[0]["image"], torch.Tensor)
 
 
+def test_train_on_ct_data_runs_the_ct_preprocessing_of_the_config(data, tmp_path):
+    """train#preprocessing (LoadCTd -> HUToAttenuationd -> GenerateDRRd) makes the views of CT training data."""
+    from monai_gnerf.render import render_drr
+    from monai_gnerf.physics import hu_to_attenuation
+
+    overrides = {**TINY_PRIOR, "prior#max_iterations": 2, "prior#validate_every": None}
+    workflow = _checked_workflow("train.json", "train", tmp_path / "prior", dataset_dir=str(data["cts"]), **overrides)
+    dataset = workflow.train_dataset
+    assert dataset.num_subjects == 2 and dataset.transform is workflow.train_preprocessing
+    ct = load_ct(data["ct_a"])
+    geometry = load_geometry(dataset.geometry.to_dict()).resolved(volume_center_mm(ct.affine, ct.shape).tolist())
+    assert torch.allclose(dataset[0]["image"], render_drr(hu_to_attenuation(ct), geometry, views=[0])[0], atol=1e-4)
+    workflow.run()
+    _, _, extra = load_generator(tmp_path / "prior" / "generator.pt")
+    assert extra["iterations"] == 2 and extra["data"] == str(data["cts"])
+
+
 def test_composed_train_runs_an_added_handler_a_wider_network_and_mlflow_tracking(train_composed_cli, tiny_generator):
     run, out = train_composed_cli
     proc = run.result()

@@ -15,15 +15,21 @@ def test_ct_view_dataset_renders_the_ct_drr():
     from monai_gnerf.data import CTViewDataset, example_ct_path
     from monai_gnerf.io import load_ct
     from monai_gnerf.physics import hu_to_attenuation
-    from monai_gnerf.render import render_drr
+    from monai_gnerf.geometry import volume_center_mm
+    from monai_gnerf.render import render_drr, sample_volume_at
+    from monai_gnerf.transforms import ct_view_preprocessing
 
     geometry = load_geometry("mednerf_chest").with_detector_shape(24, 24).with_uniform_angles(4)
-    dataset = CTViewDataset(example_ct_path(), geometry)
+    dataset = CTViewDataset(example_ct_path(), geometry, ct_view_preprocessing(geometry))  # LoadCTd, HU->mu, DRRs
     assert len(dataset) == 4
     item = dataset[2]
     ct = load_ct(example_ct_path())
-    expected = render_drr(hu_to_attenuation(ct), geometry, views=[2])[0]
+    mu = hu_to_attenuation(ct)
+    expected = render_drr(mu, geometry, views=[2])[0]
     assert torch.allclose(item["image"], expected, atol=1e-4) and item["angle_deg"] == 180.0
+    points = torch.tensor([[0.0, 0.0, 0.0], [30.0, -20.0, 10.0]])  # relative to the isocenter, the CT's centre
+    truth = sample_volume_at(mu.as_tensor(), ct.affine, points + volume_center_mm(ct.affine, ct.shape).float())
+    assert torch.allclose(dataset.attenuation_at(0, points), truth, atol=1e-6) and truth.max() > 0.01
 
 
 def test_mednerf_folder_dataset_and_data_dispatch(tmp_path):
