@@ -263,7 +263,7 @@ def reconstruct(
     )
     to_save = {"field": net, "optimizer": optimizer, "scheduler": engine.scheduler, "run": run_state}
     if reference is not None:
-        _attach_validation(engine, net, reference, config.validate_every)
+        _attach_validation(engine, net, reference, config.validate_every, tensorboard_dir)
     attach_training_handlers(
         engine, to_save, prefix=CHECKPOINT_PREFIX, max_iterations=config.max_iterations, log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, budget_s=config.budget_s, work_dir=work_dir,
@@ -394,11 +394,27 @@ class FieldComponents:
     handlers: Sequence[Any] = ()
 
 
-def _attach_validation(engine: Engine, net: nn.Module, reference: torch.Tensor, every: int) -> None:
-    """Log the 3D PSNR against a reference volume every ``every`` iterations and at the end."""
+def _attach_validation(
+    engine: Engine, net: nn.Module, reference: torch.Tensor, every: int, tensorboard_dir: str | Path | None = None
+) -> None:
+    """Every ``every`` iterations and at the end: 3D PSNR and SSIM against a reference volume
+    (data range 1 after min-max normalization) into ``engine.state.metrics``, the log and, with a
+    ``tensorboard_dir``, TensorBoard (``val_psnr_3d``, ``val_ssim_3d`` at the iteration)."""
+    writer: list = []
 
     @engine.on(Events.ITERATION_COMPLETED(every=every) | Events.COMPLETED)
     def _validate(e: Engine) -> None:
         with torch.no_grad():
-            e.state.metrics.update(_volume_metrics(net.voxels(reference.shape), reference))
-        logging.getLogger(_LOGGER).info(f"iteration {e.state.iteration}: 3D PSNR {e.state.metrics['psnr_3d']:.2f} dB")
+            e.state.metrics.update(_volume_metrics(net.voxels(reference.shape), reference, with_ssim=True))
+        logging.getLogger(_LOGGER).info(
+            f"iteration {e.state.iteration}: 3D PSNR {e.state.metrics['psnr_3d']:.2f} dB, SSIM {e.state.metrics['ssim_3d']:.3f}"
+        )
+        if tensorboard_dir is None:
+            return
+        if not writer:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer.append(SummaryWriter(str(tensorboard_dir)))
+        for name in ("psnr_3d", "ssim_3d"):
+            writer[0].add_scalar(f"val_{name}", e.state.metrics[name], e.state.iteration)
+        writer[0].flush()

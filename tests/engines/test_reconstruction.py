@@ -55,14 +55,27 @@ def test_fdk_of_many_views_matches_the_phantom():
         assert psnr(*normalize_to_reference(volume, truth), data_range=1.0) > 30.0
 
 
-def test_grid_field_recovers_the_phantom_better_than_fdk(problem):
+def test_grid_field_recovers_the_phantom_better_than_fdk(problem, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     projections, truth, affine = problem
     baseline = psnr(*normalize_to_reference(fdk(projections, GEOMETRY, SHAPE, affine), truth), 1.0)
-    config = ReconstructionConfig(method="grid", max_iterations=80, rays_per_batch=8192, log_every=10**6)
-    result = reconstruct(projections, GEOMETRY, SHAPE, affine, config, reference=truth, progress=False)
+    config = ReconstructionConfig(method="grid", max_iterations=80, rays_per_batch=8192, log_every=10**6,
+                                  validate_every=40)  # fmt: skip
+    result = reconstruct(projections, GEOMETRY, SHAPE, affine, config, reference=truth, progress=False,
+                         tensorboard_dir=tmp_path / "tb")  # fmt: skip
     assert result.metrics["psnr_3d"] > 40.0
     assert result.metrics["psnr_3d"] > baseline + 2.0
     assert torch.equal(result.volume.affine, affine)
+    logged = {}
+    for events in (tmp_path / "tb").iterdir():
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            logged.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    steps = sorted({step for step, _ in logged["val_psnr_3d"]})
+    assert steps == [40, 80] and [step for step, _ in logged["val_ssim_3d"]][-1] == 80  # validation, at the iteration
+    assert max(v for step, v in logged["val_psnr_3d"] if step == 80) == pytest.approx(result.metrics["psnr_3d"], abs=1e-4)
 
 
 @pytest.mark.parametrize("method", ["naf", "nerf"])
