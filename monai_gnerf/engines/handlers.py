@@ -157,7 +157,8 @@ class RunProgress:
             self._bar = progress_bar(total=round(self.budget_s), initial=done, desc="time (s)", bar_format=bar_format)
         self._bar.update(done - self._bar.n)
         loss = _loss_of(engine.state.output).get("loss")
-        self._bar.set_postfix_str(f"iteration {engine.state.iteration}" + ("" if loss is None else f", loss {loss:.4g}"))
+        postfix = f"iteration {engine.state.iteration}" + ("" if loss is None else f", loss {loss:.4g}")
+        self._bar.set_postfix_str(postfix, refresh=False)  # redrawn at the bar's interval (30 s in logs), not each step
 
     def _close(self, *_: Any) -> None:
         if self._bar is not None:

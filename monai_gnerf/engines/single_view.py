@@ -256,7 +256,7 @@ def _optimize(
         history.append(loss.item())
         if timed:
             bar.update(min(round(time.monotonic() - start), total) - bar.n)
-            bar.set_postfix_str(f"step {step + 1}/{steps}")
+            bar.set_postfix_str(f"step {step + 1}/{steps}", refresh=False)
         else:
             bar.update(1)
         if time.monotonic() > deadline:
