@@ -11,7 +11,7 @@ width when the file has no spacing, and the silhouette centred). The CLI, the bu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Hashable, Mapping
+from typing import Any, Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
@@ -65,26 +65,13 @@ class ModelViewOfXRayd(MapTransform):
 
     Args:
         keys: keys holding X-ray file paths.
-        geometry, reference_max, silhouette_width_fraction, pixel_spacing_mm, centre_silhouette,
-            apply_voi_lut: as :class:`ModelViewOfXRay`.
         allow_missing_keys: skip absent keys.
+        **intake: the options of :class:`ModelViewOfXRay` (``geometry``, ``reference_max``, ...).
     """
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        geometry: ProjectionGeometry,
-        reference_max: float,
-        silhouette_width_fraction: float | None = None,
-        pixel_spacing_mm: float | None = None,
-        centre_silhouette: bool = True,
-        apply_voi_lut: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **intake: Any) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.intake = ModelViewOfXRay(
-            geometry, reference_max, silhouette_width_fraction, pixel_spacing_mm, centre_silhouette, apply_voi_lut
-        )
+        self.intake = ModelViewOfXRay(**intake)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)

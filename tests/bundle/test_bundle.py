@@ -735,14 +735,9 @@ def test_train_cli_writes_generator_checkpoint_samples_and_tensorboard(train_cli
     assert extra["config"]["prior"]["patch_size"] == 8 and extra["config"]["prior"]["batch_size"] == 2
     assert _checkpoints(out) == ["prior_checkpoint_4.pt"]
     assert (out / "checkpoints" / "samples.png").stat().st_size > 0
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from gnerf_testing import tensorboard_scalars
 
-    steps = {}
-    for events in (out / "tensorboard").glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            steps.setdefault(tag, []).extend(e.step for e in accumulator.Scalars(tag))
+    steps = {tag: [step for step, _ in values] for tag, values in tensorboard_scalars(out / "tensorboard").items()}
     assert steps["val_psnr"] == steps["val_ssim"] == [2, 4]  # validate#evaluator, every prior#validate_every
     assert steps["loss"] == [1, 2, 3, 4]
 

@@ -84,8 +84,7 @@ class _ViewsOnly(torch.utils.data.Dataset):
 
 
 def test_validation_logs_psnr_and_ssim_of_learned_subject_views_at_the_training_iteration(one_subject, tmp_path):
-    from gnerf_testing import TINY_GRID_GENERATOR
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from gnerf_testing import TINY_GRID_GENERATOR, tensorboard_scalars
 
     geometry, dataset = one_subject
     config = dataclasses.replace(tiny_config(6), generator=TINY_GRID_GENERATOR, view_weight=1.0, volume_weight=1.0,
@@ -93,12 +92,7 @@ def test_validation_logs_psnr_and_ssim_of_learned_subject_views_at_the_training_
     result = train_prior(dataset, geometry, config, tensorboard_dir=tmp_path / "tb", progress=False)
     assert set(result.validation) == {"val_psnr", "val_ssim"}
     assert 10.0 < result.validation["val_psnr"] < 80.0 and 0.0 < result.validation["val_ssim"] <= 1.0
-    logged = {}
-    for events in (tmp_path / "tb").iterdir():
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            logged.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    logged = tensorboard_scalars(tmp_path / "tb")
     assert [step for step, _ in logged["val_psnr"]] == [3, 6]  # at the trainer's iterations, not the evaluator's epoch
     assert logged["val_psnr"][-1][1] == pytest.approx(result.validation["val_psnr"], rel=1e-5)
     views = prior_validation_set(dataset, 1)
