@@ -448,12 +448,9 @@ def example_single_view(
     centre = volume_center_mm(ct.affine, ct.shape)
     orbit = geometry.with_uniform_angles(72)
     true_views = render_drr(mu.to(device), replace(orbit, isocenter_mm=tuple(centre.tolist())), ct.affine).cpu()
-    fit_config = SingleViewConfig(budget_s=budget_s)
-    fit = fit_single_view(generator, geometry, true_views[0].to(device), fit_config, device,
-                          latent_prior=LatentPrior.of_generator(generator, extra))  # fmt: skip
-    with torch.no_grad():
-        views = fit.generator.render_views(fit.z_shape, fit.z_appearance, orbit).cpu() * generator.config.value_scale
-        volume, affine = fit.generator.volume(fit.z_shape, fit.z_appearance, (volume_size,) * 3)
+    job = SingleViewJobConfig(views=72, volume_size=volume_size, fit=SingleViewConfig(budget_s=budget_s))
+    result = SingleViewInferer(geometry, job, LatentPrior.of_generator(generator, extra))(true_views[0].to(device), generator)
+    views, volume, affine = result.views.cpu(), result.volume, result.affine
     points, _ = centered_grid((volume_size,) * 3, (2.0 * generator.config.extent_mm / volume_size,) * 3)
     volume, true_volume = volume.cpu(), sample_volume_at(mu, ct.affine, points + centre).float()
     data_range = float(true_views.max())
@@ -468,7 +465,7 @@ def example_single_view(
     world = affine.clone()
     world[:3, 3] += centre  # the volume overlays the CT
     out.mkdir(parents=True, exist_ok=True)
-    save_projections(out / "views", views, orbit, {"source": "example CT, PA DRR", "model": str(example_prior_path())})
+    save_projections(out / "views", views, result.views_geometry, {"source": "example CT, PA DRR", "model": str(example_prior_path())})
     save_volume(out / "volume.nii.gz", attenuation_to_hu(volume), world)
     summary["figure"] = str(single_view_figure(
         out / "figure.png", [("example CT, one PA DRR -> shipped prior", true_views, views, true_volume, volume)], affine

@@ -30,7 +30,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "training_handlers",
     "run_engine",
     "step_stats",
+    "every_and_at_end",
 ]
 
 
@@ -166,6 +167,19 @@ class RunProgress:
             self._bar = None
 
 
+def every_and_at_end(engine: Engine, every: int, handler: Callable[[Engine], None]) -> None:
+    """Call ``handler(engine)`` every ``every`` iterations and when the run ends, once per iteration
+    (Ignite fires both events when the last iteration is a multiple of ``every``)."""
+    last = [-1]
+
+    def once(e: Engine) -> None:
+        if e.state.iteration != last[0]:
+            last[0] = e.state.iteration
+            handler(e)
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED(every=every) | Events.COMPLETED, once)
+
+
 def step_stats(output: Any) -> dict[str, float]:
     """The statistics of a training step's output: the dict itself, or the one dict of MONAI's
     decollated form ``[{...}]`` (:class:`~monai_gnerf.engines.PriorTrainer`); ``{}`` otherwise."""
@@ -239,7 +253,7 @@ class IterationCheckpoint:
     def attach(self, engine: Engine) -> None:
         if idist.get_rank() != 0:
             return
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every) | Events.COMPLETED, self.save)
+        every_and_at_end(engine, self.every, self.save)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._interrupted)
 
     def save(self, engine: Engine) -> None:

@@ -76,7 +76,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from monai_gnerf.config import Config, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, config_to_dict
-from monai_gnerf.engines.handlers import RunState, StopOnNan, step_stats, training_handlers
+from monai_gnerf.engines.handlers import RunState, StopOnNan, every_and_at_end, step_stats, training_handlers
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io import atomic_output_file, fingerprint
@@ -548,7 +548,7 @@ class PriorSamples:
 
     def attach(self, engine: Engine) -> None:
         if idist.get_rank() == 0:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every) | Events.COMPLETED, self)
+            every_and_at_end(engine, self.every, self)
 
     def __call__(self, engine: Engine) -> None:
         grid = _sample_grid(self.generator, self.geometry, self.latents, self.path)

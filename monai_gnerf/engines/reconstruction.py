@@ -29,12 +29,12 @@ from typing import Any, Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.data import MetaTensor
 from torch import nn
 
 from monai_gnerf.config import Config, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
-from monai_gnerf.engines.handlers import RunState, attach_training_handlers, run_engine
+from monai_gnerf.engines.handlers import RunState, attach_training_handlers, every_and_at_end, run_engine
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.io.checkpoints import fingerprint
@@ -336,7 +336,6 @@ class FieldTrainer(Engine):
         projector: renders the field along rays (:class:`FieldProjector`).
         config: the reconstruction options (batch, budgets, TV weight, seed).
         run: the run's state (its elapsed time drives the schedule under a budget).
-        handlers: attached in order after the engine is made.
 
     Attributes:
         scheduler: the learning-rate schedule (checkpointed with the optimizer).
@@ -344,7 +343,7 @@ class FieldTrainer(Engine):
 
     def __init__(
         self, field: nn.Module, rays: ProjectionRays, optimizer: torch.optim.Optimizer, projector: FieldProjector,
-        config: ReconstructionConfig, run: RunState, handlers: Sequence[Any] = (),
+        config: ReconstructionConfig, run: RunState,
     ) -> None:  # fmt: skip
         super().__init__(self._step)
         self.field, self.rays, self.optimizer, self.projector = field, rays, optimizer, projector
@@ -352,8 +351,6 @@ class FieldTrainer(Engine):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._cosine_factor)
         self.tv_weight = config.tv_weight if config.tv_weight is not None else _TV_PER_VIEW / rays.num_views
         self.rng = torch.Generator(device=projector.device).manual_seed(config.seed)
-        for handler in handlers:
-            handler.attach(self)
 
     def _cosine_factor(self, step: int) -> float:
         c = self.config
@@ -402,7 +399,6 @@ def _attach_validation(
     ``tensorboard_dir``, TensorBoard (``val_psnr_3d``, ``val_ssim_3d`` at the iteration)."""
     writer: list = []
 
-    @engine.on(Events.ITERATION_COMPLETED(every=every) | Events.COMPLETED)
     def _validate(e: Engine) -> None:
         with torch.no_grad():
             e.state.metrics.update(_volume_metrics(net.voxels(reference.shape), reference, with_ssim=True))
@@ -418,3 +414,5 @@ def _attach_validation(
         for name in ("psnr_3d", "ssim_3d"):
             writer[0].add_scalar(f"val_{name}", e.state.metrics[name], e.state.iteration)
         writer[0].flush()
+
+    every_and_at_end(engine, every, _validate)

@@ -74,6 +74,7 @@ __all__ = [
     "feature_set_metric",
     "projection_metrics",
     "projection_pairs",
+    "normalized_volumes",
     "reference_on_grid",
     "volume_metrics",
     "volume_pairs",
@@ -127,12 +128,16 @@ def volume_metrics(
     metrics: Mapping[str, PairMetric] | None = None,
 ) -> dict[str, float]:
     """3D metrics of a volume against a reference on the same grid, both in HU (see module docstring)."""
+    estimate, truth = normalized_volumes(prediction_hu, reference_hu)
+    return {name: float(metric(estimate, truth, 1.0)) for name, metric in (metrics or METRICS_3D).items()}
+
+
+def normalized_volumes(prediction_hu: torch.Tensor, reference_hu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A volume and its reference on the same grid (HU) as the 3D metrics compare them: clipped
+    below at :data:`AIR_HU`, min-max normalized with the reference's range (float64)."""
     if prediction_hu.shape != reference_hu.shape:
         raise GnerfInputError(f"volume shapes differ: {tuple(prediction_hu.shape)} vs {tuple(reference_hu.shape)}.")
-    estimate, truth = normalize_to_reference(
-        prediction_hu.double().clamp(min=AIR_HU), reference_hu.double().clamp(min=AIR_HU)
-    )
-    return {name: float(metric(estimate, truth, 1.0)) for name, metric in (metrics or METRICS_3D).items()}
+    return normalize_to_reference(prediction_hu.double().clamp(min=AIR_HU), reference_hu.double().clamp(min=AIR_HU))
 
 
 def _normalized_views(prediction: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,10 +267,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -
     return path
 
 
-def _same_grid(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return bool(torch.allclose(a.double(), b.double(), atol=_BOX_TOLERANCE_MM, rtol=0))
-
-
 class ImagePairMetric(CumulativeIterationMetric):
     """A pair metric of this library (``metric(prediction, target, data_range)``: PSNR, SSIM, GMSD)
     as a MONAI metric: one value per batch item, the mean (or ``reduction``) over all items.
@@ -307,12 +308,8 @@ class NormalizedVolumePaird(MapTransform):
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         d = dict(data)
         prediction, reference = load_ct(d[self.prediction_key]), load_ct(resolve_ct_path(d[self.reference_key]))
-        truth = reference.as_tensor()
-        if not (prediction.shape == reference.shape and _same_grid(prediction.affine, reference.affine)):
-            truth = reference_on_grid(truth, reference.affine, prediction.shape, prediction.affine)
-        estimate, truth = normalize_to_reference(
-            prediction.as_tensor().double().clamp(min=AIR_HU), truth.double().clamp(min=AIR_HU)
-        )
+        truth = reference_on_grid(reference.as_tensor(), reference.affine, prediction.shape, prediction.affine)
+        estimate, truth = normalized_volumes(prediction.as_tensor(), truth)
         for key, value in ((self.prediction_key, estimate), (self.reference_key, truth)):
             d[key] = MetaTensor(value[None], affine=prediction.affine, meta={"filename_or_obj": str(d[key])})
         return d
