@@ -151,8 +151,8 @@ def main() -> None:
                 folder = work / f"projections_{views}"
                 cli("drr", str(full_ct), "--out", str(folder), "--geometry", "chest_cbct", "--views", str(views))
                 projections, geometry = load_projections(folder)
+                mu_water = float(projections.meta["mu_water_per_mm"])
                 projections = projections.as_tensor()
-                mu_water = float(json.loads((folder / "projections.json").read_text())["mu_water_per_mm"])
                 if not sweep_rows:
                     for name, candidates in SWEEP.items():
                         for settings in candidates:

@@ -15,7 +15,7 @@ projection stack is our ``[view, row, col]`` array unchanged, as an ITK image of
 (cols, rows, views) centred on the detector. Volumes keep their own affine: the ITK image's
 direction and origin are ``M`` applied to the affine, so no voxel is resampled.
 
-``tests/test_rtk_peer.py`` checks the mapping: RTK's Joseph projection of a CT equals ours
+``tests/render/test_rtk_peer.py`` checks the mapping: RTK's Joseph projection of a CT equals ours
 (NCC >= 0.999 on every view) and RTK's FDK is within 1 dB of ours.
 """
 
@@ -188,6 +188,7 @@ def _filter(method: RTKMethod, geometry: ProjectionGeometry, volume, projections
 
 
 def _run(method, geometry, shape, affine, projections, iterations) -> tuple[torch.Tensor, float]:
+    # fresh ITK inputs for every run: a filter's update leaves its inputs' regions unusable by the next one
     volume = empty_volume(shape, affine, geometry)
     stack = projections_to_itk(projections, geometry)
     start = time.perf_counter()
