@@ -68,9 +68,9 @@ FIELD_BYTES_PER_VOXEL = 48
 and Adam's two moments, the FDK start, the mask and the output volume, float32 each, plus the
 coarser levels (x 8/7)."""
 _LOGGER = "monai_gnerf.engines.reconstruction"
-_DEFAULT_LR = {"grid": 0.02, "naf": 0.01, "nerf": 5e-4}
+_DEFAULT_LR = {"grid": 0.04, "naf": 0.01, "nerf": 5e-4}
 _DEFAULT_RAYS = {"grid": 32768, "naf": 2048, "nerf": 1024}
-_TV_PER_VIEW = 0.08
+_TV_PER_VIEW = 0.16
 
 
 @dataclass
@@ -83,11 +83,14 @@ class ReconstructionConfig(Config):
         budget_s: wall-time budget in seconds (across resumes); ``None`` = iterations only.
         rays_per_batch: rays per iteration; ``None`` = a per-method default.
         samples_per_ray: stratified samples per ray for ``naf`` and ``nerf``.
-        learning_rate: Adam step; ``None`` = a per-method default.
+        learning_rate: Adam step; ``None`` = a per-method default (``grid``'s is tuned on the
+            example chest CT at 10 views in 150 s: doubling it from 0.02 gave +0.4 dB, doubling
+            it again nothing more).
         final_lr_fraction: cosine schedule ends at this fraction of the learning rate.
         tv_weight: total-variation weight (``grid`` only), on attenuation in units of water;
-            ``None`` = ``0.08 / views``: sparser data need more regularization (measured on the
-            example chest CT: 0.008 at 10 views gave +2.3 dB over 0.002).
+            ``None`` = ``0.16 / views``: sparser data need more regularization (measured on the
+            example chest CT at 10 views, 150 s: 0.008 gave +2.3 dB over 0.002, 0.016 another
+            +0.4 dB, 0.032 no more; at 50 views 0.0032 and 0.0016 are within 0.05 dB).
         grid_levels: levels of the multi-resolution grid.
         init_fdk: initialize ``grid`` from the FDK reconstruction.
         seed: random seed.
@@ -359,11 +362,18 @@ class FieldTrainer(Engine):
             done = max(done, self.run_state.elapsed_s / c.budget_s)
         return c.final_lr_fraction + (1.0 - c.final_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
+    def _random_rays(self) -> torch.Tensor:
+        """A batch of ray indices drawn with replacement, in ascending order: neighbouring rays of one
+        view then sample neighbouring voxels, which makes the grid lookups and their scattered
+        gradients cache-friendly (on the CPU, 10 views of the example CT: +7 % iterations per second)."""
+        batch = (self.config.batch,)
+        return torch.randint(len(self.rays), batch, generator=self.rng, device=self.projector.device).sort().values
+
     def _step(self, engine: Engine, _: Any) -> dict[str, float]:
         rays = self.rays
         self.field.train()
         self.optimizer.zero_grad(set_to_none=True)
-        pick = torch.randint(len(rays), (self.config.batch,), generator=self.rng, device=self.projector.device)
+        pick = self._random_rays()
         predicted, tv = self.projector(self.field, rays.origins[pick], rays.directions[pick], rays.t_near[pick],
                                        rays.t_far[pick])  # fmt: skip
         data_loss = F.mse_loss(predicted, rays.values[pick]) / rays.scale

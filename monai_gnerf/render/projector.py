@@ -134,11 +134,14 @@ def _check_volume(volume: torch.Tensor) -> None:
 def _chunk_rays(
     fn: Callable[..., torch.Tensor], rays_per_chunk: int, needs_grad: bool, *tensors: torch.Tensor
 ) -> torch.Tensor:
-    """Apply ``fn`` to consecutive ray chunks; checkpoint each chunk when gradients are needed."""
+    """Apply ``fn`` to consecutive ray chunks; checkpoint each chunk when gradients are needed and
+    there are several (one chunk is within the memory bound as it is: recomputing it in the
+    backward pass would only cost a second forward)."""
     outputs = []
+    several = tensors[0].shape[0] > rays_per_chunk
     for start in range(0, tensors[0].shape[0], rays_per_chunk):
         chunk = [t[start : start + rays_per_chunk] for t in tensors]
-        if needs_grad:
+        if needs_grad and several:
             outputs.append(checkpoint(fn, *chunk, use_reentrant=False))
         else:
             outputs.append(fn(*chunk))
