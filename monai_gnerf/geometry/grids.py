@@ -11,6 +11,7 @@ from monai_gnerf.errors import GeometryError
 from monai_gnerf.geometry.projection import ProjectionGeometry
 
 __all__ = [
+    "grid_detector_coordinates",
     "check_source_outside",
     "volume_center_mm",
     "projection_affine",
@@ -39,6 +40,26 @@ def voxel_world_points(shape: Sequence[int], affine: torch.Tensor) -> torch.Tens
     affine = torch.as_tensor(affine, dtype=torch.float64)
     index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"), -1)
     return index.reshape(-1, 3) @ affine[:3, :3].T + affine[:3, 3]
+
+
+def grid_detector_coordinates(
+    geometry: ProjectionGeometry, view: int, shape: Sequence[int], affine: torch.Tensor,
+    dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Where every voxel centre of a grid projects in one view: continuous detector ``(row, col)``
+    (pixel units) and the depth ``w`` along the central ray (mm; 1 for parallel beam), each
+    ``shape``. The same numbers as :meth:`ProjectionGeometry.project_points` of
+    :func:`voxel_world_points`, computed as affine functions of the voxel index summed plane first
+    (one full-size pass each instead of a matrix product over every voxel)."""
+    matrix = geometry.projection_matrix(view).to(torch.float64) @ torch.as_tensor(affine, dtype=torch.float64)
+    i, j, k = (torch.arange(n, dtype=dtype, device=device) for n in shape)
+
+    def on_grid(c: torch.Tensor) -> torch.Tensor:
+        c0, c1, c2, c3 = c.tolist()
+        return ((c0 * i + c3)[:, None] + c1 * j)[:, :, None] + c2 * k
+
+    row_w, col_w, depth = (on_grid(c) for c in matrix)
+    return row_w / depth, col_w / depth, depth
 
 
 def resampled_affine(affine: torch.Tensor, old_shape: Sequence[int], new_shape: Sequence[int]) -> torch.Tensor:

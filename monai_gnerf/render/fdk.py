@@ -21,7 +21,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from monai_gnerf.geometry import ProjectionGeometry
+from monai_gnerf.geometry import ProjectionGeometry, grid_detector_coordinates
 from monai_gnerf.progress import progress_bar
 
 __all__ = ["ramp_filter", "fdk"]
@@ -97,11 +97,11 @@ def fdk(
     device, dtype = projections.device, projections.dtype
     iso_spacing = geometry.pixel_spacing_mm[1] / geometry.magnification
     filtered = ramp_filter(projections * _cosine_weights(geometry, dtype, device), iso_spacing, window)
-    index = [torch.arange(n, dtype=dtype, device=device) for n in shape]
+    rows, cols = geometry.detector_shape
     total = torch.zeros(*shape, dtype=dtype, device=device)
     for view in progress_bar(range(geometry.num_views), desc="FDK", disable=not progress, unit="view"):
-        row, col, depth = (_affine_in_index(c, index) for c in _index_projection(geometry, view, affine).to(dtype))
-        grid = torch.stack((col / depth, row / depth), -1) - 1.0  # (x=col, y=row) in [-1, 1]
+        row, col, depth = grid_detector_coordinates(geometry, view, shape, affine, dtype, device)
+        grid = torch.stack((col * (2.0 / (cols - 1)), row * (2.0 / (rows - 1))), -1) - 1.0  # (x=col, y=row) in [-1, 1]
         sampled = F.grid_sample(filtered[view][None, None], grid.view(1, 1, -1, 2), align_corners=True)
         sampled = sampled.view(*shape)
         if geometry.beam == "cone":  # the depth is along the central ray
@@ -109,18 +109,3 @@ def fdk(
         total += sampled
     return total * (math.pi / geometry.num_views)
 
-
-def _index_projection(geometry: ProjectionGeometry, view: int, affine: torch.Tensor) -> torch.Tensor:
-    """The view's projection matrix from voxel indices to homogeneous ``grid_sample`` coordinates
-    (shifted by +1) and depth: ``(3, 4)``, rows ``(row * w, column * w, w)``, float64."""
-    rows, cols = geometry.detector_shape
-    to_sampling = torch.diag(torch.tensor([2.0 / (rows - 1), 2.0 / (cols - 1), 1.0], dtype=torch.float64))
-    return to_sampling @ geometry.projection_matrix(view).to(torch.float64) @ torch.as_tensor(affine, dtype=torch.float64)
-
-
-def _affine_in_index(coefficients: torch.Tensor, index: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``c0 i + c1 j + c2 k + c3`` on the grid ``(I, J, K)``, summed plane first (one full-size pass
-    instead of a matrix product over every voxel)."""
-    i, j, k = index
-    plane = (coefficients[0] * i + coefficients[3])[:, None] + coefficients[1] * j
-    return plane[:, :, None] + coefficients[2] * k

@@ -19,7 +19,7 @@ from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.geometry import ProjectionGeometry, voxel_world_points
+from monai_gnerf.geometry import ProjectionGeometry, grid_detector_coordinates
 
 __all__ = ["dilate_mm", "BodyMask", "BodyMaskd", "silhouette_mask", "voxel_spacing_mm"]
 
@@ -114,15 +114,14 @@ def silhouette_mask(
         ``uint8`` mask of ``shape``.
     """
     affine = torch.as_tensor(affine, dtype=torch.float64)
-    world = voxel_world_points(shape, affine)
-    inside = torch.ones(world.shape[0], dtype=torch.bool)
+    inside = torch.ones(*shape, dtype=torch.bool)
     rows, cols = geometry.detector_shape
     for view in range(geometry.num_views):
-        rc = geometry.project_points(world, view)
-        r = torch.round(rc[:, 0]).long()
-        c = torch.round(rc[:, 1]).long()
+        row, col, _ = grid_detector_coordinates(geometry, view, shape, affine)
+        r = torch.round(row).long()
+        c = torch.round(col).long()
         on_detector = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
         seen = projections[view].cpu()[r.clamp(0, rows - 1), c.clamp(0, cols - 1)] > threshold
         inside &= seen | ~on_detector
-    carved = inside.view(*shape).numpy()
+    carved = inside.numpy()
     return torch.from_numpy(dilate_mm(carved, voxel_spacing_mm(affine), margin_mm).astype(np.uint8))
