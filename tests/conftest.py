@@ -39,5 +39,5 @@ def one_subject():
 @pytest.fixture(scope="session")
 def trained_prior(one_subject):
     geometry, dataset = one_subject
-    return train_prior(dataset, geometry, tiny_config(150), progress=False)
+    return train_prior(dataset, geometry, tiny_config(300), progress=False)
 

@@ -1,13 +1,15 @@
 """A procedural population of anatomical phantoms with exact projections (no downloaded data).
 
 Each subject is an :class:`~monai_gnerf.data.phantoms.EllipsoidPhantom` drawn deterministically
-from a seed and its index: chest-like (fat and muscle layers, lungs over diaphragm domes, heart and
-aortic knob, hilar vessels, vertebrae with spinous processes, sternum, ten pairs of ribs,
-clavicles, scapulae, sometimes breasts and a nodule, and the table) or knee-like (soft tissue,
-femur and tibia with cortical shells, fibula, condyles, patella). Sizes, positions, rotations and attenuation values vary within anatomical ranges, so a
-generative prior trained on their DRRs learns a distribution, and held-out indices are anatomies
-it never saw. Densities use the smooth ``(1 - r^2)^profile`` profile by default: projections are
-exact closed forms and free of the silhouette singularity of uniform ellipsoids.
+from a seed and its index: chest-like, as a chest CT holds it (the trunk through the whole scene
+with fat and muscle layers, lungs carved by diaphragm domes, heart and aortic knob, hilar vessels,
+vertebrae with spinous processes, sternum, ten pairs of ribs, clavicles, scapulae, sometimes
+breasts and a nodule, bowel gas, and the table) or knee-like (soft tissue, femur and tibia with
+marrow cavities, fibula, condyles, patella). Sizes, positions, rotations and attenuation values
+vary within adult anatomical ranges, so a generative prior trained on their DRRs learns a
+distribution, and held-out indices are anatomies it never saw. Compartments are uniform by
+default (``profile=0``: sharp organ boundaries, as in CT); projections are exact closed forms for
+any profile.
 """
 
 from __future__ import annotations
@@ -82,53 +84,79 @@ def _vessels(draw: _Draw, side: float, lung_x: float, lung_z: float, lung_h: flo
     return branches
 
 
+_TRUNK_HALF_LENGTH_MM = 700.0  # a chest CT cuts the trunk: body and table run through the whole scene
+_SPINE_HALF_LENGTH_MM = 190.0  # vertebrae at every level the scene holds
+
+
+def _dome(lung: Ellipsoid, drop: float, value: float) -> Ellipsoid:
+    """A diaphragm dome carved out of a lung's base: inside the lung, so it cancels lung exactly.
+
+    The dome has the lung's orientation and ``(0.72, 0.72, 0.3)`` of its semi-axes, centred ``drop``
+    lung half-heights below the lung's centre; for ``drop <= 0.63`` every point of it lies inside
+    the lung (the largest ``|u|^2`` over it is ``0.518 + 1.21 drop^2 <= 1``), so the lung keeps its lateral
+    and posterior recesses around the dome and no soft tissue is counted twice.
+    """
+    a, b, c = lung.semi_axes_mm
+    x, y, z = lung.center_mm
+    return Ellipsoid((x, y, z - drop * c), (0.72 * a, 0.72 * b, 0.3 * c), lung.angle_deg, value)
+
+
+def _gas(draw: _Draw, half_width: float, depth: float, below_z: float) -> list[Ellipsoid]:
+    """A few bowel-gas pockets in the upper abdomen, below the diaphragm."""
+    pockets = []
+    for _ in range(int(draw(2.0, 6.99))):
+        r = draw(8.0, 20.0)
+        centre = (draw(-0.6, 0.4) * half_width, draw(-0.2, 0.5) * depth, draw(-190.0, below_z))
+        pockets.append(Ellipsoid(centre, (r * draw(1.0, 1.6), r, r), draw(0.0, 90.0), -draw(0.6, 0.9) * MU_WATER_PER_MM))
+    return pockets
+
+
 def _chest(draw: _Draw) -> tuple[Ellipsoid, ...]:
-    """A chest: fat and muscle layers, lungs over diaphragm domes, heart and aortic knob, hilar
-    vessels, vertebrae, sternum, ribs, clavicles, scapulae, sometimes breasts and a nodule, and the
-    table under the patient's back."""
+    """A chest as a chest CT holds it: the trunk through the whole scene (fat and muscle layers),
+    lungs carved by diaphragm domes, heart and aortic knob, hilar vessels, vertebrae, sternum,
+    ribs, clavicles, scapulae, sometimes breasts and a nodule, bowel gas below the diaphragm, and
+    the table under the patient's back. Adult proportions: 270-340 mm left-right, 65-85 % of that
+    antero-posterior, lungs 210-270 mm tall with their apices near the top of the scene."""
     w = MU_WATER_PER_MM
-    half_width = draw(105.0, 135.0)  # body left-right semi-axis, mm
-    depth = half_width * draw(0.6, 0.75)  # antero-posterior semi-axis
-    height = draw(150.0, 185.0)
+    half_width = draw(135.0, 170.0)  # body left-right semi-axis, mm
+    depth = half_width * draw(0.65, 0.85)  # antero-posterior semi-axis
     fat = draw(8.0, 20.0)  # subcutaneous fat thickness, mm
-    lung_x, lung_w = half_width * draw(0.4, 0.5), half_width * draw(0.3, 0.4)
-    lung_h, lung_z = height * draw(0.55, 0.7), height * draw(0.05, 0.2)
+    lung_x, lung_w = half_width * draw(0.42, 0.5), half_width * draw(0.33, 0.42)
+    lung_h = draw(105.0, 135.0)
+    lung_z = draw(110.0, 150.0) - lung_h  # apex 110-150 mm above the isocenter
     lung_value = -draw(0.75, 0.88) * w
     heart_size = half_width * draw(0.25, 0.33)
-    dome_drop = lung_h * draw(0.55, 0.75)  # how far the domes rise into the lungs' lower halves
+    trunk = _TRUNK_HALF_LENGTH_MM
     parts = [
-        Ellipsoid((0.0, 0.0, 0.0), (half_width, depth, height), 0.0, draw(0.9, 0.95) * w),  # fat-density body
-        Ellipsoid((0.0, 0.0, 0.0), (half_width - fat, depth - fat, height), 0.0, draw(0.08, 0.14) * w),  # muscle
-        Ellipsoid((lung_x, 0.0, lung_z), (lung_w, depth * 0.65, lung_h), draw(4.0, 12.0), lung_value),
-        Ellipsoid((-lung_x, 0.0, lung_z), (lung_w, depth * 0.65, lung_h), -draw(4.0, 12.0), lung_value),
+        Ellipsoid((0.0, 0.0, 0.0), (half_width, depth, trunk), 0.0, draw(0.9, 0.95) * w),  # fat-density body
+        Ellipsoid((0.0, 0.0, 0.0), (half_width - fat, depth - fat, trunk), 0.0, draw(0.08, 0.14) * w),  # muscle
     ]
-    for side, higher in ((-1.0, draw(8.0, 20.0)), (1.0, 0.0)):  # the right dome (liver) sits higher
-        dome_z = lung_z - lung_h - lung_w * 0.9 + dome_drop * 0.5 + higher
-        parts.append(Ellipsoid((side * lung_x, 0.0, dome_z), (lung_w * 1.3, depth * 0.75, lung_w * 1.1), 0.0,
-                               -lung_value))  # fmt: skip  # soft tissue below the dome cancels the lung
+    for side, tilt, drop in ((1.0, draw(4.0, 12.0), draw(0.5, 0.57)), (-1.0, -draw(4.0, 12.0), draw(0.56, 0.63))):
+        lung = Ellipsoid((side * lung_x, -0.05 * depth, lung_z), (lung_w, depth * draw(0.7, 0.8), lung_h), tilt, lung_value)
+        parts += [lung, _dome(lung, drop, -lung_value)]  # the right (+x) dome over the liver sits higher
     parts += [
         Ellipsoid(
-            (-half_width * draw(0.05, 0.2), depth * draw(0.15, 0.35), lung_z - lung_h * draw(0.35, 0.5)),
+            (-half_width * draw(0.05, 0.2), depth * draw(0.15, 0.35), lung_z - lung_h * draw(0.3, 0.45)),
             (heart_size, heart_size * draw(0.75, 0.9), heart_size * draw(1.0, 1.25)),
             draw(15.0, 35.0),
-            draw(0.75, 0.85) * -lung_value,  # the heart fills lung space: back to soft tissue
+            -lung_value,  # the heart fills lung space: back to soft tissue
         ),
         Ellipsoid((half_width * draw(0.08, 0.16), -depth * 0.1, lung_z + lung_h * draw(0.35, 0.5)),
                   (draw(14.0, 20.0), 14.0, draw(14.0, 20.0)), 0.0, 0.8 * -lung_value),  # fmt: skip  # aortic knob
-        Ellipsoid((0.0, depth * draw(0.85, 0.92), height * 0.1), (draw(6.0, 9.0), 4.0, height * 0.45), 0.0,
+        Ellipsoid((0.0, depth * draw(0.85, 0.92), lung_z), (draw(6.0, 9.0), 4.0, lung_h * 0.8), 0.0,
                   draw(0.6, 0.8) * w),  # fmt: skip  # sternum
     ]
     for side in (1.0, -1.0):
         parts += _vessels(draw, side, lung_x, lung_z, lung_h, 0.7 * -lung_value)
     vertebra_h, spine_y = draw(11.0, 13.0), -depth * draw(0.65, 0.75)
     spine_r, bone = draw(12.0, 16.0), draw(0.8, 1.1) * w
-    z = height * 0.95
-    while z > -height * 0.95:  # vertebral bodies separated by discs
+    z = _SPINE_HALF_LENGTH_MM
+    while z > -_SPINE_HALF_LENGTH_MM:  # vertebral bodies separated by discs
         parts.append(Ellipsoid((0.0, spine_y, z), (spine_r, spine_r * 0.85, vertebra_h), 0.0, bone))
         parts.append(Ellipsoid((0.0, spine_y - spine_r * 1.3, z), (6.0, spine_r * 0.6, vertebra_h * 0.8), 0.0,
                                0.6 * bone))  # fmt: skip  # spinous process
         z -= 2.0 * vertebra_h + draw(5.0, 8.0)
-    parts += _rib_cage(draw, half_width, depth, lung_z + lung_h * 0.95, lung_z - lung_h * 0.8)
+    parts += _rib_cage(draw, half_width, depth, lung_z + lung_h * 0.85, lung_z - lung_h * 0.9)
     top = lung_z + lung_h
     for side in (1.0, -1.0):
         tilt = side * draw(8.0, 18.0)
@@ -145,9 +173,10 @@ def _chest(draw: _Draw) -> tuple[Ellipsoid, ...]:
     if draw(0.0, 1.0) < 0.5:  # a nodule in one lung
         side = 1.0 if draw(0.0, 1.0) < 0.5 else -1.0
         r = draw(6.0, 14.0)
-        parts.append(Ellipsoid((side * lung_x, draw(-10.0, 10.0), lung_z + draw(-0.4, 0.4) * lung_h), (r, r, r), 0.0,
+        parts.append(Ellipsoid((side * lung_x, draw(-10.0, 10.0), lung_z + draw(0.0, 0.5) * lung_h), (r, r, r), 0.0,
                                -lung_value * draw(0.8, 1.0)))  # fmt: skip
-    parts.append(Ellipsoid((0.0, -depth - draw(15.0, 25.0), 0.0), (185.0, 7.0, 195.0), 0.0, draw(0.25, 0.4) * w))  # table
+    parts += _gas(draw, half_width, depth, lung_z - lung_h)
+    parts.append(Ellipsoid((0.0, -depth - draw(15.0, 25.0), 0.0), (185.0, 7.0, trunk), 0.0, draw(0.25, 0.4) * w))  # table
     return tuple(parts)
 
 
@@ -185,7 +214,7 @@ class PhantomPopulation:
 
     kind: AnatomyKind = "chest"
     seed: int = 0
-    profile: int = 1
+    profile: int = 0
 
     def subject(self, index: int) -> EllipsoidPhantom:
         """The phantom of subject ``index`` (attenuation in 1/mm, centred at the world origin)."""
