@@ -85,7 +85,7 @@ def _vessels(draw: _Draw, side: float, lung_x: float, lung_z: float, lung_h: flo
 
 
 _TRUNK_HALF_LENGTH_MM = 700.0  # a chest CT cuts the trunk: body and table run through the whole scene
-_SPINE_HALF_LENGTH_MM = 190.0  # vertebrae at every level the scene holds
+_SCENE_HALF_HEIGHT_MM = 190.0  # the levels the scene holds: vertebrae run through them, gas lies within
 
 
 def _dome(lung: Ellipsoid, drop: float, value: float) -> Ellipsoid:
@@ -106,7 +106,7 @@ def _gas(draw: _Draw, half_width: float, depth: float, below_z: float) -> list[E
     pockets = []
     for _ in range(int(draw(2.0, 6.99))):
         r = draw(8.0, 20.0)
-        centre = (draw(-0.6, 0.4) * half_width, draw(-0.2, 0.5) * depth, draw(-190.0, below_z))
+        centre = (draw(-0.6, 0.4) * half_width, draw(-0.2, 0.5) * depth, draw(-_SCENE_HALF_HEIGHT_MM, below_z))
         pockets.append(Ellipsoid(centre, (r * draw(1.0, 1.6), r, r), draw(0.0, 90.0), -draw(0.6, 0.9) * MU_WATER_PER_MM))
     return pockets
 
@@ -150,8 +150,8 @@ def _chest(draw: _Draw) -> tuple[Ellipsoid, ...]:
         parts += _vessels(draw, side, lung_x, lung_z, lung_h, 0.7 * -lung_value)
     vertebra_h, spine_y = draw(11.0, 13.0), -depth * draw(0.65, 0.75)
     spine_r, bone = draw(12.0, 16.0), draw(0.8, 1.1) * w
-    z = _SPINE_HALF_LENGTH_MM
-    while z > -_SPINE_HALF_LENGTH_MM:  # vertebral bodies separated by discs
+    z = _SCENE_HALF_HEIGHT_MM
+    while z > -_SCENE_HALF_HEIGHT_MM:  # vertebral bodies separated by discs
         parts.append(Ellipsoid((0.0, spine_y, z), (spine_r, spine_r * 0.85, vertebra_h), 0.0, bone))
         parts.append(Ellipsoid((0.0, spine_y - spine_r * 1.3, z), (6.0, spine_r * 0.6, vertebra_h * 0.8), 0.0,
                                0.6 * bone))  # fmt: skip  # spinous process
