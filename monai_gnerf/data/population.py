@@ -93,8 +93,8 @@ def _dome(lung: Ellipsoid, drop: float, value: float) -> Ellipsoid:
 
     The dome has the lung's orientation and ``(0.72, 0.72, 0.3)`` of its semi-axes, centred ``drop``
     lung half-heights below the lung's centre; for ``drop <= 0.63`` every point of it lies inside
-    the lung (the largest ``|u|^2`` over it is ``0.518 + 1.21 drop^2 <= 1``), so the lung keeps its lateral
-    and posterior recesses around the dome and no soft tissue is counted twice.
+    the lung (the largest ``|u|^2`` over it is ``0.518 + 1.21 drop^2 <= 1``), so the lung keeps
+    its lateral and posterior recesses around the dome and no soft tissue is counted twice.
     """
     a, b, c = lung.semi_axes_mm
     x, y, z = lung.center_mm

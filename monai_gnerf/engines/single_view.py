@@ -4,11 +4,11 @@ Given one radiograph on the model's detector (line integrals) and a trained
 :class:`~monai_gnerf.networks.generator.RadianceFieldGenerator`:
 
 1. **GAN inversion**: from several starts (a Gauss-Newton MAP fit of the code from the prior's
-   mean, then draws from the prior), optimize the shape and appearance codes (and, with ``optimize_pose``, the view angle) so the
-   rendered view matches the X-ray, coarse to fine (the first ``coarse_fraction`` of the steps on
-   a detector ``coarse_factor`` times smaller); keep the best. The codes are held near the prior
-   by ``latent_prior_weight`` times their squared Mahalanobis distance per dimension under the
-   :class:`LatentPrior` (the learned distribution of the training subjects' codes when the
+   mean, then draws from the prior), optimize the shape and appearance codes (and, with
+   ``optimize_pose``, the view angle) so the rendered view matches the X-ray, coarse to fine (the
+   first ``coarse_fraction`` of the steps on a detector ``coarse_factor`` times smaller); keep the
+   best. The codes are held near the prior by ``latent_prior_weight`` times their squared
+   Mahalanobis distance per dimension under the :class:`LatentPrior` (the learned distribution of the training subjects' codes when the
    generator file has one, else the standard normal the GAN samples from);
 2. **generator fine-tuning**: optimize the generator's weights and the codes together, with a
    small learning rate, against the same view.
@@ -231,20 +231,22 @@ def _gauss_newton_start(
     that linear model, the start a linear baseline would give; the decoder's non-linearity is
     followed by the next iterations and by the gradient inversion that starts from the result.
     """
-    z = prior.mean.to(render.target.device).clone()
-    dim, pixels = z.shape[0], render.target.numel()
-    precision = prior.precision().to(z.device) * prior_weight / dim
+    device = render.target.device
+    mean = prior.mean.to(device)
+    dim, pixels = mean.shape[0], render.target.numel()
+    precision = prior.precision().to(device).double() * prior_weight / dim
+    steps = _GAUSS_NEWTON_STEP * torch.eye(dim, device=device)
     o, d = render.geometry.rays_at(angle_deg.detach().view(1), render.rows, render.cols)
+    z = mean.clone()
     with torch.no_grad():
         for _ in range(iterations):
-            h = _GAUSS_NEWTON_STEP
-            codes = torch.cat([z[None], z + h * torch.eye(dim, device=z.device), z - h * torch.eye(dim, device=z.device)])
+            codes = torch.cat([z[None], z + steps, z - steps])
             views = model(codes[:, : model.config.shape_dim], codes[:, model.config.shape_dim :],
                           o.expand(len(codes), -1, -1), d.expand(len(codes), -1, -1))  # fmt: skip
-            jacobian = ((views[1 : dim + 1] - views[dim + 1 :]) / (2.0 * h)).T.double()  # (pixels, D)
+            jacobian = ((views[1 : dim + 1] - views[dim + 1 :]) / (2.0 * _GAUSS_NEWTON_STEP)).T.double()  # (pixels, D)
             residual = (render.target.flatten() - views[0]).double()
-            normal = jacobian.T @ jacobian / pixels + precision.double()
-            gradient = jacobian.T @ residual / pixels - precision.double() @ (z - prior.mean.to(z.device)).double()
+            normal = jacobian.T @ jacobian / pixels + precision
+            gradient = jacobian.T @ residual / pixels - precision @ (z - mean).double()
             z = z + torch.linalg.solve(normal, gradient).float()
     return z
 

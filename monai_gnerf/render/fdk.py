@@ -108,4 +108,3 @@ def fdk(
             sampled = sampled * (float(geometry.source_to_isocenter_mm) / depth) ** 2  # type: ignore[arg-type]
         total += sampled
     return total * (math.pi / geometry.num_views)
-
