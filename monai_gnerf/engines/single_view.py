@@ -8,8 +8,9 @@ Given one radiograph on the model's detector (line integrals) and a trained
    ``optimize_pose``, the view angle) so the rendered view matches the X-ray, coarse to fine (the
    first ``coarse_fraction`` of the steps on a detector ``coarse_factor`` times smaller); keep the
    best. The codes are held near the prior by ``latent_prior_weight`` times their squared
-   Mahalanobis distance per dimension under the :class:`LatentPrior` (the learned distribution of the training subjects' codes when the
-   generator file has one, else the standard normal the GAN samples from);
+   Mahalanobis distance per dimension under the :class:`LatentPrior` (the learned distribution of
+   the training subjects' codes when the generator file has one, else the standard normal the
+   GAN samples from);
 2. **generator fine-tuning**: optimize the generator's weights and the codes together, with a
    small learning rate, against the same view.
 
