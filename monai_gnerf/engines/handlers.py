@@ -261,9 +261,9 @@ class IterationCheckpoint:
         an earlier process, which Ignite's ``Checkpoint`` does not track) are removed."""
         with _interrupts_deferred():
             self.checkpoint(engine)
-            newest = self.work_dir / str(self.checkpoint.last_checkpoint)
+            newest = Path(str(self.checkpoint.last_checkpoint)).name  # Ignite gives a path or a bare name
             for older in _checkpoints(self.work_dir, self.prefix):
-                if older != newest:
+                if older.name != newest:
                     older.unlink()
 
     def _interrupted(self, engine: Engine, error: BaseException) -> None:

@@ -82,3 +82,15 @@ def test_a_finished_run_resumed_with_a_larger_budget_continues_from_its_end(tmp_
                              tensorboard_dir=None, progress=False, logger="test")  # fmt: skip
     run_engine(more, 15)
     assert more.state.iteration == 15 and float(more_weights.detach()) == 15.0  # 10 + 5 more steps, not 15 from the start
+
+
+def test_periodic_checkpoints_in_a_relative_folder_keep_the_newest_only(tmp_path, monkeypatch):
+    """A relative work folder (as the CLI's ``--out outputs/...`` gives) must not delete the newest file."""
+    monkeypatch.chdir(tmp_path)
+    weights = torch.nn.Parameter(torch.zeros(1))
+    engine = _counting_engine(weights, interrupt_at=None)
+    attach_training_handlers(engine, {"weights": torch.nn.ParameterList([weights]), "run": RunState({"kind": "count"})},
+                             prefix="count", max_iterations=10, log_every=100, checkpoint_every=3, budget_s=None,
+                             work_dir="checkpoints", tensorboard_dir=None, progress=False, logger="test")  # fmt: skip
+    run_engine(engine, 10)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == ["count_checkpoint_10.pt"]
