@@ -264,7 +264,8 @@ def test_metadata_eval_metrics_are_the_benchmark_figures():
               if row["tool"] == "monai-gnerf"}  # fmt: skip
     single = json.loads((results / "single_view.json").read_text())["summary"]
     labels = {"population_mean": "population mean", "pca_fit": "PCA fit",
-              "grid_prior_learned_weights": "grid prior + learned weights"}  # fmt: skip
+              "grid_prior_map_only": "grid prior + Gauss-Newton MAP code only (no search, no fine-tuning)",
+              "grid_prior_default": "grid prior + learned weights, normalized (default)"}  # fmt: skip
     checked = 0
     for key, value in metrics.items():
         if match := re.fullmatch(r"sparse_view_(\d+)_views_(\w+?)_(psnr_3d|ssim_3d)(_db)?", key):
