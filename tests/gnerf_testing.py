@@ -8,8 +8,8 @@ from monai_gnerf.networks.generator import GeneratorConfig
 
 VOXEL_MM = 1.6
 GRID = 128
-TINY_GENERATOR = GeneratorConfig(architecture="graf", num_samples=16, hidden_features=32, hidden_layers=2)
-TINY_GRID_GENERATOR = GeneratorConfig(architecture="grid", num_samples=16, grid_size=8, grid_channels=16)
+TINY_GENERATOR = GeneratorConfig(architecture="graf", shape_dim=32, num_samples=16, hidden_features=32, hidden_layers=2)
+TINY_GRID_GENERATOR = GeneratorConfig(architecture="grid", shape_dim=32, num_samples=16, grid_size=8, grid_channels=16)
 
 
 def tiny_geometry(views: int = 36):

@@ -64,7 +64,8 @@ class GeneratorConfig(Config):
     Args:
         architecture: ``"graf"`` (MLP field) or ``"grid"`` (decoded density grid); see the
             module docstring.
-        shape_dim: shape code size.
+        shape_dim: shape code size; for a PCA-started ``"grid"`` generator, the principal
+            components it keeps (all of up to ``shape_dim + 1`` training subjects).
         appearance_dim: appearance code size.
         hidden_features: MLP width (``"graf"``).
         hidden_layers: MLP depth before the heads (``"graf"``).
@@ -79,7 +80,7 @@ class GeneratorConfig(Config):
     """
 
     architecture: Architecture = "grid"
-    shape_dim: PositiveInt = 32
+    shape_dim: PositiveInt = 64
     appearance_dim: NonNegativeInt = 16
     hidden_features: PositiveInt = 64
     hidden_layers: PositiveInt = 3
@@ -173,7 +174,7 @@ class LatentGridField(nn.Module):
         channels: feature channels of the coarsest level.
     """
 
-    def __init__(self, shape_dim: int = 32, appearance_dim: int = 16, grid_size: int = 32, channels: int = 32) -> None:
+    def __init__(self, shape_dim: int, appearance_dim: int, grid_size: int, channels: int) -> None:
         super().__init__()
         self.channels, self.grid_size = channels, grid_size
         self.seed = nn.Linear(shape_dim, channels * _GRID_START**3)
