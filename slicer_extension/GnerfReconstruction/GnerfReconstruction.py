@@ -25,7 +25,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-_TORCH_REQUIREMENT = ">=2.4,<=2.13.0"  # the range monai-gnerf accepts
+_TORCH_REQUIREMENT = ">=2.4,<=2.13.0"  # pyproject.toml's torch range (a test keeps them equal)
 
 # signal emitted by each kind of parameter widget when the user edits it
 _CHANGE_SIGNALS = {

@@ -67,3 +67,14 @@ def test_dependencies_install_through_pip_ensure_where_slicer_has_it_else_pip_in
 
 def test_outside_slicer_the_bundle_runs_with_this_python():
     assert default_python() == sys.executable  # inside Slicer: PythonSlicer beside it
+
+
+def test_slicer_torch_requirement_is_the_package_range():
+    """The module installs torch through the PyTorch extension before monai-gnerf exists in
+    Slicer's Python, so it cannot read the range from the package: it must equal pyproject's."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_range = next(r for r in pyproject["project"]["dependencies"] if r.startswith("torch"))
+    module = (MODULE_DIR / f"{MODULE_NAME}.py").read_text()
+    assert re.search(r'^_TORCH_REQUIREMENT = "([^"]+)"', module, re.M)[1] == package_range.removeprefix("torch")
