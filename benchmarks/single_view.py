@@ -79,14 +79,16 @@ DEFAULT_LABEL = "learned weights, normalized (default)"
 MAP_ONLY_LABEL = "Gauss-Newton MAP code only (no search, no fine-tuning)"
 
 
+def unseen_psnr(views: torch.Tensor, truth: torch.Tensor) -> float:
+    """2D PSNR over the unseen views (all but view 0), data range = largest true value."""
+    return psnr(views[1:], truth[1:], float(truth.max()))
+
+
 def view_metrics(views: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
-    """2D PSNR/SSIM over the unseen views (all but view 0), data range = largest true value."""
-    data_range = float(truth.max())
+    """2D PSNR (:func:`unseen_psnr`) and mean SSIM over the unseen views, same data range."""
     unseen = range(1, truth.shape[0])
-    return {
-        "psnr_2d": psnr(views[1:], truth[1:], data_range),
-        "ssim_2d": sum(ssim(views[v], truth[v], data_range) for v in unseen) / len(unseen),
-    }
+    ssim_2d = sum(ssim(views[v], truth[v], float(truth.max())) for v in unseen) / len(unseen)
+    return {"psnr_2d": unseen_psnr(views, truth), "ssim_2d": ssim_2d}
 
 
 def volume_metrics(volume: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -165,8 +167,8 @@ def choose_noise_variance(pca: PCAVolumeModel, population, geometry, points) -> 
         truth_views, truth = data.views(0), data.subject(0).density(points).float()
         for noise in candidates:
             fitted, _ = pca.fit_views(data.geometry, truth_views[:1], noise_variance=noise)
-            fitted_views = render_drr(fitted, data.geometry)
-            scores[noise] += view_metrics(fitted_views, truth_views)["psnr_2d"] + volume_metrics(fitted.as_tensor(), truth)["psnr_3d"]
+            view_psnr = unseen_psnr(render_drr(fitted, data.geometry), truth_views)  # no SSIM: unused here
+            scores[noise] += view_psnr + volume_metrics(fitted.as_tensor(), truth)["psnr_3d"]
     return max(scores, key=scores.get)
 
 
