@@ -3,6 +3,7 @@ and reconstruct from one X-ray with it (``monai-gnerf single-view``, ``bundle/co
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 
 from monai_gnerf.apps.common import Units, check_device, to_units
 from monai_gnerf.apps.figures import fit_figure, single_view_figure
-from monai_gnerf.config import Config, PositiveFloat, PositiveInt, Range, config_to_dict
+from monai_gnerf.config import Config, NonNegativeInt, PositiveFloat, PositiveInt, Range, config_to_dict
 from monai_gnerf.data import (
     CTPopulation,
     CTViewDataset,
@@ -38,6 +39,7 @@ from monai_gnerf.engines import (
     SingleViewFit,
     copy_input_views,
     fit_single_view,
+    map_residual_mse,
     train_prior,
 )
 from monai_gnerf.errors import GnerfInputError
@@ -95,6 +97,9 @@ class TrainPriorJobConfig(Config):
         geometry: preset name or geometry JSON file of the training views.
         detector_size: training detector pixels per side (same physical detector).
         subjects: number of phantom subjects.
+        calibration_subjects: validation subjects of a procedural population ('phantoms',
+            'varied:') on whose first-angle views the finished prior's MAP residual is measured
+            (the single-view fit's discrepancy target); 0, or fixed data, measures none.
         prior: the adversarial training options (generator sizes included).
     """
 
@@ -102,6 +107,7 @@ class TrainPriorJobConfig(Config):
     geometry: str | ProjectionGeometry = "mednerf_chest"
     detector_size: Annotated[int, Range(ge=8)] = 64
     subjects: PositiveInt = 32
+    calibration_subjects: NonNegativeInt = 8
     prior: PriorConfig = field(default_factory=PriorConfig)
 
 
@@ -166,8 +172,10 @@ def export_prior(out: str | Path, result: PriorResult, dataset: Dataset, config:
     """Write ``OUT/generator.pt``: the trained generator, its geometry and what single view needs.
 
     The file's ``extra`` holds the data's name and size, the view statistics (typical line
-    integral, body width), the run's iterations and seconds, the job's options and the learned
-    latent distribution. In a distributed run only rank 0 writes.
+    integral, body width), the run's iterations and seconds, the job's options, the learned
+    latent distribution and, for a procedural population, the MAP residual on validation subjects
+    (:func:`~monai_gnerf.engines.map_residual_mse`, the single-view fit's discrepancy target).
+    In a distributed run only rank 0 writes.
 
     Returns:
         The generator file.
@@ -179,6 +187,12 @@ def export_prior(out: str | Path, result: PriorResult, dataset: Dataset, config:
              "iterations": result.iterations, "seconds": result.seconds, "config": config_to_dict(config)}  # fmt: skip
     if result.latent_mean is not None:
         extra.update(latent_mean=result.latent_mean.cpu(), latent_covariance=result.latent_covariance.cpu())
+        if isinstance(dataset, PhantomViewDataset) and config.calibration_subjects:
+            views = dataset.validation_views(config.calibration_subjects)
+            prior = LatentPrior(result.latent_mean.cpu(), result.latent_covariance.cpu())
+            generator = copy.deepcopy(result.generator).cpu()
+            extra.update(map_residual_mse=map_residual_mse(generator, result.geometry, views, prior),
+                         map_residual_subjects=config.calibration_subjects)  # fmt: skip
     return save_generator(path, result.generator, result.geometry, extra)
 
 

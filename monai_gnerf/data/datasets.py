@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from monai_gnerf.data.examples import resolve_ct_path
 from monai_gnerf.data.phantoms import EllipsoidPhantom
-from monai_gnerf.data.population import CTPopulation, PhantomPopulation, VolumeSubject
+from monai_gnerf.data.population import VALIDATION_START, CTPopulation, PhantomPopulation, VolumeSubject
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io import read_png16
@@ -117,6 +117,13 @@ class PhantomViewDataset(_ViewDataset):
     def attenuation_at(self, index: int, points_mm: torch.Tensor) -> torch.Tensor:
         """Attenuation (1/mm) of subject ``index`` of the split at points ``(..., 3)`` (isocenter frame)."""
         return self.subject(index).density(points_mm.double()).to(points_mm.dtype)
+
+    def validation_views(self, count: int, view: int = 0) -> torch.Tensor:
+        """View ``view`` ``(count, H, W)`` of the population's first ``count`` validation subjects
+        (from :data:`~monai_gnerf.data.population.VALIDATION_START`, never in a training split)."""
+        rays = self.geometry.subset([view]).rays(dtype=torch.float64)
+        subjects = range(VALIDATION_START, VALIDATION_START + count)
+        return torch.stack([self.population.subject(s).line_integrals(*rays).float()[0] for s in subjects])
 
 
 def case_name(path: str | Path) -> str:

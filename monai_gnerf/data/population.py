@@ -10,6 +10,10 @@ vary within adult anatomical ranges, so a generative prior trained on their DRRs
 distribution, and held-out indices are anatomies it never saw. Compartments are uniform by
 default (``profile=0``: sharp organ boundaries, as in CT); projections are exact closed forms for
 any profile.
+
+Subject indices of a population are split by convention: training subjects are drawn from 0,
+held-out test subjects from :data:`HELD_OUT_START` and validation subjects (calibration, choices
+made before testing) from :data:`VALIDATION_START`, so no split ever sees another's anatomy.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from monai_gnerf.io import load_ct
 from monai_gnerf.physics import MU_WATER_PER_MM, hu_to_attenuation
 from monai_gnerf.render import VolumeProjector, sample_volume_at, world_to_index_rays
 
-__all__ = ["AnatomyKind", "CTPopulation", "PhantomPopulation", "VolumeSubject"]
+__all__ = ["HELD_OUT_START", "VALIDATION_START", "AnatomyKind", "CTPopulation", "PhantomPopulation", "VolumeSubject"]
 
 AnatomyKind = Literal["chest", "knee"]
+HELD_OUT_START = 10_000  # first held-out (test) subject index of a population
+VALIDATION_START = 20_000  # first validation subject index of a population
 
 
 class _Draw:

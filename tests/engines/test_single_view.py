@@ -126,3 +126,72 @@ def test_gauss_newton_start_is_the_map_code_of_a_linear_generator():
     assert not torch.allclose(start[:4], code[:4], atol=0.05)  # the prior pulls the code towards its mean
     weak = _gauss_newton_start(generator, render, prior, torch.tensor(0.0), 1e-9)
     assert torch.allclose(weak[:4], code[:4], atol=1e-2)  # with a negligible prior the view's own code
+
+
+# ---------------------------------------------------------------- the discrepancy principle
+
+
+def _fit_with_residual(trained_prior, truth, residual_mse, **options):
+    from monai_gnerf.engines import LatentPrior
+
+    dim = trained_prior.generator.config.shape_dim + trained_prior.generator.config.appearance_dim
+    prior = LatentPrior(torch.zeros(dim), torch.eye(dim), residual_mse)
+    config = SingleViewConfig(**{"finetune_iterations": 12, **options})
+    return fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False, latent_prior=prior)
+
+
+def _weights_equal(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_a_view_the_prior_explains_is_not_fine_tuned(one_subject, trained_prior):
+    truth = one_subject[1].views(0)[0]
+    start = _fit_with_residual(trained_prior, truth, None, finetune_iterations=0)  # the MAP code alone
+    explained = _fit_with_residual(trained_prior, truth, residual_mse=start.input_mse * 1.01)
+    assert explained.target_mse == pytest.approx(start.input_mse * 1.01) and explained.history == []
+    assert _weights_equal(explained.generator, trained_prior.generator)  # no fine-tuning step taken
+    assert torch.equal(explained.z_shape, start.z_shape) and explained.input_mse == pytest.approx(start.input_mse)
+
+
+def test_fine_tuning_stops_at_the_discrepancy_target(one_subject, trained_prior):
+    truth = one_subject[1].views(0)[0]
+    start = _fit_with_residual(trained_prior, truth, None, finetune_iterations=0)
+    every_step = _fit_with_residual(trained_prior, truth, None, finetune_iterations=40)
+    assert len(every_step.history) == 40 and every_step.target_mse is None
+    assert every_step.input_mse < 0.8 * start.input_mse  # fine-tuning fits the view closer
+    halfway = 0.5 * (start.input_mse + every_step.input_mse)
+    stopped = _fit_with_residual(trained_prior, truth, residual_mse=halfway, finetune_iterations=40)
+    assert 1 <= len(stopped.history) < 40  # stopped early, at the first evaluation under the target
+    assert stopped.input_mse <= halfway < start.input_mse
+    ignoring = _fit_with_residual(trained_prior, truth, halfway, finetune_iterations=40, discrepancy=None)
+    assert len(ignoring.history) == 40  # discrepancy=None runs every step
+
+
+def test_a_latent_search_never_returns_a_worse_code_than_its_start(one_subject, trained_prior):
+    truth = one_subject[1].views(0)[0]
+    start = _fit_with_residual(trained_prior, truth, None, finetune_iterations=0)
+    wild = _fit_with_residual(trained_prior, truth, None, finetune_iterations=0, latent_iterations=8, latent_lr=50.0)
+    assert len(wild.history) == 8  # the search ran (and, with steps of 50 code units, diverged)
+    assert torch.equal(wild.z_shape, start.z_shape) and wild.input_mse == pytest.approx(start.input_mse)
+
+
+def test_map_residual_is_zero_on_the_generators_own_views_and_the_noise_on_noisy_ones():
+    from monai_gnerf.engines import LatentPrior, map_residual_mse
+    from gnerf_testing import TINY_GRID_GENERATOR, tiny_geometry
+
+    config = dataclasses.replace(TINY_GRID_GENERATOR, shape_dim=4, appearance_dim=2)
+    torch.manual_seed(0)
+    generator = RadianceFieldGenerator(config).eval()
+    geometry = tiny_geometry(1)
+    prior = LatentPrior(torch.zeros(6), torch.eye(6))
+    codes = 0.5 * torch.randn(3, 6)
+    with torch.no_grad():
+        views = torch.cat([generator.render_views(c[None, :4], c[None, 4:], geometry) for c in codes]) * config.value_scale
+    fit = SingleViewConfig(latent_prior_weight=1e-9, coarse_factor=1)
+    exact = map_residual_mse(generator, geometry, views, prior, fit)
+    noise_std = 0.02  # display units
+    noisy = views + noise_std * config.value_scale * torch.randn(views.shape, generator=torch.Generator().manual_seed(1))
+    residual = map_residual_mse(generator, geometry, noisy, prior, fit)
+    pixels, dim = views[0].numel(), 6
+    assert exact < 1e-3 * noise_std**2
+    assert residual == pytest.approx(noise_std**2 * (1 - dim / pixels), rel=0.1)  # the noise the code cannot fit
