@@ -8,6 +8,7 @@ prior on a 32x32 detector, 2 phantom subjects, 8x8 patches, 8 samples per ray, 4
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -263,9 +264,12 @@ def test_metadata_eval_metrics_are_the_benchmark_figures():
     sparse = {(row["views"], row["method"]): row for row in json.loads((results / "sparse_view.json").read_text())["rows"]
               if row["tool"] == "monai-gnerf"}  # fmt: skip
     single = json.loads((results / "single_view.json").read_text())["summary"]
+    spec = importlib.util.spec_from_file_location("single_view_benchmark", results.parent / "single_view.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)  # its row labels, written once there
     labels = {"population_mean": "population mean", "pca_fit": "PCA fit",
-              "grid_prior_map_only": "grid prior + Gauss-Newton MAP code only (no search, no fine-tuning)",
-              "grid_prior_default": "grid prior + learned weights, normalized (default)"}  # fmt: skip
+              "grid_prior_map_only": f"grid prior + {benchmark.MAP_ONLY_LABEL}",
+              "grid_prior_default": f"grid prior + {benchmark.DEFAULT_LABEL}"}  # fmt: skip
     checked = 0
     for key, value in metrics.items():
         if match := re.fullmatch(r"sparse_view_(\d+)_views_(\w+?)_(psnr_3d|ssim_3d)(_db)?", key):
@@ -735,6 +739,7 @@ def test_train_cli_writes_generator_checkpoint_samples_and_tensorboard(train_cli
     assert geometry.detector_shape == (32, 32) and geometry.name == "mednerf_chest" and len(geometry.angles_deg) == 72
     assert generator.config.num_samples == 8 and extra["iterations"] == 4 and extra["data"] == "phantoms"
     assert extra["config"]["prior"]["patch_size"] == 8 and extra["config"]["prior"]["batch_size"] == 2
+    assert extra["map_residual_subjects"] == 8 and 0.0 < extra["map_residual_mse"] < 1.0  # the fit's discrepancy target
     assert _checkpoints(out) == ["prior_checkpoint_4.pt"]
     assert (out / "checkpoints" / "samples.png").stat().st_size > 0
     from gnerf_testing import tensorboard_scalars
@@ -903,6 +908,7 @@ def test_shipped_model_is_the_documented_generator():
     assert prior["inputs"]["image"]["spatial_shape"] == prior["outputs"]["views"]["spatial_shape"] == [64, 64]
     assert extra["data"] == "phantoms" and extra["subjects"] == 64  # never the example CT
     assert "latent_mean" in extra and 0.3 < extra["silhouette_width_fraction"] < 0.95
+    assert extra["map_residual_subjects"] == 8 and 1e-4 < extra["map_residual_mse"] < 1e-2  # validation phantoms
     readme = (BUNDLE / "docs" / "README.md").read_text()
     assert f"{extra['iterations']} iterations" in readme
 
