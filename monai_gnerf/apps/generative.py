@@ -384,6 +384,8 @@ class SingleViewWriter:
             "angle_deg": fit.angle_deg,
             "task_weights": {"mse": fit.task_weights[0], "structural": fit.task_weights[1]},
             "final_loss": fit.history[-1] if fit.history else None,
+            "input_mse": fit.input_mse,
+            "discrepancy_target_mse": fit.target_mse,
             "config": config_to_dict(config),
         }
         views = result.views.cpu()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from monai_gnerf.apps.cli import main
 from monai_gnerf.data import example_ct_path
 from monai_gnerf.geometry import load_geometry, volume_center_mm
 from monai_gnerf.io import load_ct, load_projections, read_png16
+from monai_gnerf.networks import read_generator_header
 from monai_gnerf.physics import hu_to_attenuation
 from monai_gnerf.render import render_drr
 
@@ -105,7 +107,11 @@ def test_train_prior_then_single_view_commands(tmp_path, capsys):
     spacing = 2 * 200.0 / 16  # the generator's scene cube (extent 200 mm) on 16 voxels
     assert np.allclose(volume.affine[:3, :3], np.eye(3) * spacing)
     assert np.allclose(volume.affine[:3, 3], -(16 - 1) / 2 * spacing)  # centred on the isocenter
-    assert (out / "views.gif").stat().st_size > 0 and (out / "fit.json").is_file()
+    assert (out / "views.gif").stat().st_size > 0
+    fit = json.loads((out / "fit.json").read_text())
+    residual = read_generator_header(prior / "generator.pt").extra["map_residual_mse"]  # measured by train-prior
+    assert fit["discrepancy_target_mse"] == pytest.approx(residual) and 0 < residual < 1  # discrepancy 1.0 x residual
+    assert fit["input_mse"] > 0
 
 
 def test_single_view_with_a_missing_checkpoint_is_one_line(tmp_path, capsys):
