@@ -113,13 +113,11 @@ def _joseph(slices: torch.Tensor, axis: int, o: torch.Tensor, d: torch.Tensor) -
     # gradient buffer per slab in the backward pass
     slab = n_axis if torch.is_grad_enabled() and slices.requires_grad else _JOSEPH_SLAB
     # one grid buffer for all slabs: a fresh multi-MB tensor per slab costs the allocator's page
-    # faults (a quarter of the render at 256^2); rays with gradients (pose fits) need fresh grids
-    reuse = not (torch.is_grad_enabled() and (base.requires_grad or slope.requires_grad))
-    buffer = o.new_empty(slab, o.shape[0], 2) if reuse else None
+    # faults (about a sixth of the render at 256^2); rays with gradients (pose fits) need fresh grids
+    buffer = None if base.requires_grad or slope.requires_grad else o.new_empty(slab, o.shape[0], 2)
     for start in range(0, n_axis, slab):
         m = torch.arange(start, min(start + slab, n_axis), dtype=o.dtype, device=o.device)[:, None, None]
-        out = buffer[: m.shape[0]] if buffer is not None else None
-        grid = torch.addcmul(base[None], m, slope, out=out)  # (slab, R, 2)
+        grid = torch.addcmul(base[None], m, slope, out=None if buffer is None else buffer[: m.shape[0]])  # (slab, R, 2)
         values = F.grid_sample(
             slices[start : start + slab], grid[:, :, None, :], padding_mode="zeros", align_corners=True
         )
