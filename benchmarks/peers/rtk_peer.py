@@ -41,6 +41,15 @@ def _rtk():
     return itk, RTK
 
 
+def available() -> bool:
+    """Whether itk-rtk is installed (it adds ``RTK`` to itk's lazily loaded modules)."""
+    try:
+        import itk
+    except ImportError:
+        return False
+    return hasattr(itk, "RTK")
+
+
 def set_threads(threads: int) -> None:
     """ITK's global worker count (RTK's filters use ITK's thread pool)."""
     itk, _ = _rtk()
@@ -122,14 +131,21 @@ def projections_to_itk(projections: torch.Tensor, geometry: ProjectionGeometry):
     return _with_frame(image, frame)
 
 
-def joseph_projections(volume: torch.Tensor, affine: torch.Tensor, geometry: ProjectionGeometry) -> torch.Tensor:
-    """RTK's Joseph forward projection of our volume, as our ``(views, rows, cols)`` tensor."""
+def joseph_projector(volume: torch.Tensor, affine: torch.Tensor, geometry: ProjectionGeometry):
+    """RTK's Joseph forward projector of our volume, set up and not yet run (``Update()`` runs it)."""
     itk, rtk = _rtk()
     image_type = itk.Image[itk.F, 3]
     projector = rtk.JosephForwardProjectionImageFilter[image_type, image_type].New()
     projector.SetInput(0, projections_to_itk(torch.zeros((geometry.num_views, *geometry.detector_shape)), geometry))
     projector.SetInput(1, volume_to_itk(volume, affine, geometry))
     projector.SetGeometry(rtk_geometry(geometry))
+    return projector
+
+
+def joseph_projections(volume: torch.Tensor, affine: torch.Tensor, geometry: ProjectionGeometry) -> torch.Tensor:
+    """RTK's Joseph forward projection of our volume, as our ``(views, rows, cols)`` tensor."""
+    itk, _ = _rtk()
+    projector = joseph_projector(volume, affine, geometry)
     projector.Update()
     return torch.from_numpy(itk.array_from_image(projector.GetOutput()).copy())
 

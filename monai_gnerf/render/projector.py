@@ -23,6 +23,7 @@ autograd graph does not hold every sample either.
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 from typing import Callable, Literal, Sequence
@@ -125,6 +126,24 @@ def _joseph(slices: torch.Tensor, axis: int, o: torch.Tensor, d: torch.Tensor) -
     return total / d[:, axis].abs()
 
 
+@functools.lru_cache(maxsize=8)
+def _scrambled(count: int, device: torch.device) -> torch.Tensor:
+    """The bit-reversed (van der Corput) order of ``count`` rays.
+
+    Joseph's slabs sample each slice at every ray's point in ray order. Rays in detector order
+    step through a slice in a regular stride, which on the CPU made ``grid_sample`` up to 1.6x
+    slower than the same rays in bit-reversed order (72 views of a 512x512x133 CT at 128^2 and
+    256^2); the order does not change any ray's sum. With gradients the rays keep their order:
+    the backward pass scatters into the volume, where neighbouring rays help.
+    """
+    bits = max(1, (count - 1).bit_length())
+    index = torch.arange(count)
+    key = torch.zeros_like(index)
+    for bit in range(bits):
+        key |= ((index >> bit) & 1) << (bits - 1 - bit)
+    return key.argsort().to(device)
+
+
 def _check_volume(volume: torch.Tensor) -> None:
     if volume.ndim != 3:
         raise VolumeError(f"expected a 3D volume (I, J, K), got shape {tuple(volume.shape)}.")
@@ -222,6 +241,8 @@ class VolumeProjector:
         dominant = directions.abs().argmax(dim=1)
         for axis in range(3):
             sel = (dominant == axis).nonzero().squeeze(1)
+            if not needs_grad:
+                sel = sel[_scrambled(sel.numel(), sel.device)]
             if sel.numel():
                 slices = self._slices_along(axis)
                 per_chunk = max(1, chunk // volume.shape[axis])
