@@ -1,4 +1,4 @@
-"""Single-view losses: UMedNeRF uncertainty weighting and the VGG feature loss from a local file."""
+"""Losses: UMedNeRF uncertainty weighting, the VGG feature loss from a local file, total variation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from monai_gnerf.errors import GnerfInputError
-from monai_gnerf.losses import UncertaintyWeightedLoss, VGGFeatureLoss, vgg16_features
+from monai_gnerf.losses import TotalVariationLoss, UncertaintyWeightedLoss, VGGFeatureLoss, vgg16_features
 
 
 def test_uncertainty_weighting_favours_the_less_noisy_task():
@@ -43,3 +43,28 @@ def test_vgg_loss_needs_a_local_weights_file(tmp_path):
     value.backward()
     assert value > 0 and a.grad.abs().sum() > 0
     assert loss(a, a).item() == 0.0
+
+
+def _autograd_isotropic_tv(volume: torch.Tensor, smoothing: float) -> torch.Tensor:
+    corner = volume[:-1, :-1, :-1]
+    squared = sum((shifted - corner) ** 2 for shifted in (volume[1:, :-1, :-1], volume[:-1, 1:, :-1], volume[:-1, :-1, 1:]))
+    return (squared + smoothing**2).sqrt().mean()
+
+
+def test_total_variation_value_and_gradient_match_autograd():
+    volume = torch.rand(9, 7, 5, dtype=torch.float64, requires_grad=True)
+    expected = _autograd_isotropic_tv(volume / 0.02, 1e-3)
+    (expected_grad,) = torch.autograd.grad(expected, volume)
+    value = TotalVariationLoss(unit=0.02, smoothing=1e-3)(volume)
+    (grad,) = torch.autograd.grad(value, volume)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_total_variation_is_isotropic_on_a_diagonal_ramp():
+    i, j, k = torch.meshgrid(*(torch.arange(12.0, dtype=torch.float64),) * 3, indexing="ij")
+    loss = TotalVariationLoss(smoothing=0.0)
+    axial, diagonal = 0.3 * i, 0.3 * (i + j) / 2**0.5  # both slope 0.3 per voxel
+    assert loss(axial).item() == pytest.approx(0.3, rel=1e-12)
+    assert loss(diagonal).item() == pytest.approx(0.3, rel=1e-12)  # an L1 (anisotropic) TV gives 0.3 * sqrt(2)
+    assert loss(torch.zeros(4, 4, 4)).item() == 0.0
