@@ -44,13 +44,14 @@ class _SmoothedIsotropicTV(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        dx, dy, dz, length = ctx.saved_tensors
-        per_length = length.reciprocal_().mul_(grad_output / length.numel())
+        dx, dy, dz, length = ctx.saved_tensors  # left intact: a retained graph may run backward again
+        per_length = (grad_output / length.numel()) / length
+        wx, wy, wz = dx * per_length, dy * per_length, dz * per_length
         grad = torch.zeros(ctx.volume_shape, dtype=dx.dtype, device=dx.device)
-        grad[1:, :-1, :-1] += dx.mul_(per_length)
-        grad[:-1, 1:, :-1] += dy.mul_(per_length)
-        grad[:-1, :-1, 1:] += dz.mul_(per_length)
-        grad[:-1, :-1, :-1] -= dx.add_(dy).add_(dz)
+        grad[1:, :-1, :-1] += wx
+        grad[:-1, 1:, :-1] += wy
+        grad[:-1, :-1, 1:] += wz
+        grad[:-1, :-1, :-1] -= wx.add_(wy).add_(wz)
         return grad, None
 
 

@@ -56,7 +56,9 @@ def test_total_variation_value_and_gradient_match_autograd():
     expected = _autograd_isotropic_tv(volume / 0.02, 1e-3)
     (expected_grad,) = torch.autograd.grad(expected, volume)
     value = TotalVariationLoss(unit=0.02, smoothing=1e-3)(volume)
-    (grad,) = torch.autograd.grad(value, volume)
+    (grad,) = torch.autograd.grad(value, volume, retain_graph=True)
+    (again,) = torch.autograd.grad(value, volume)  # a retained graph gives the same gradient twice
+    assert torch.equal(again, grad)
     assert value.item() == pytest.approx(expected.item(), rel=1e-12)
     assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-12)
 
