@@ -64,7 +64,7 @@ def test_total_variation_value_and_gradient_match_autograd():
 
 
 def test_total_variation_is_isotropic_on_a_diagonal_ramp():
-    i, j, k = torch.meshgrid(*(torch.arange(12.0, dtype=torch.float64),) * 3, indexing="ij")
+    i, j, _ = torch.meshgrid(*(torch.arange(12.0, dtype=torch.float64),) * 3, indexing="ij")
     loss = TotalVariationLoss(smoothing=0.0)
     axial, diagonal = 0.3 * i, 0.3 * (i + j) / 2**0.5  # both slope 0.3 per voxel
     assert loss(axial).item() == pytest.approx(0.3, rel=1e-12)
