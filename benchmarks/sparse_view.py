@@ -19,8 +19,10 @@ Rows (every one on the same projections and grid):
   iterations as fit in the same budget.
 
 Times: ours is the whole CLI process (start-up, loading and writing included, the fit itself
-stopped by ``--budget_s``); RTK's is its filter's own compute. ``--contended`` runs everything
-beside one busy CPU-bound process.
+stopped by ``--budget_s``); RTK's is its filter's own compute. Every iterative row records its
+iterations (ours as the CLI reports them). ``--contended`` runs everything beside one busy
+CPU-bound process: against a quiet run on the same machine, the iterations made in the same
+budget give each method's slowdown.
 
 Usage::
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -65,13 +68,24 @@ SWEEP = {  # RTK settings tried at the first view count; the best by 3D PSNR is 
 }  # fmt: skip
 
 
-def cli(*args: str) -> float:
-    """Run ``monai-gnerf ARGS`` and return its wall time in seconds (the whole process)."""
+def run_cli(*args: str) -> tuple[float, str]:
+    """Run ``monai-gnerf ARGS``: its wall time in seconds (the whole process) and what it printed."""
     start = time.perf_counter()
-    done = subprocess.run([str(CLI), "--threads", str(THREADS), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run([str(CLI), "--threads", str(THREADS), *args], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"monai-gnerf {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, done.stdout
+
+
+def cli(*args: str) -> float:
+    """Run ``monai-gnerf ARGS`` and return its wall time in seconds (the whole process)."""
+    return run_cli(*args)[0]
+
+
+def printed_iterations(printed: str) -> int | None:
+    """The iteration count ``monai-gnerf reconstruct`` reports (``wrote OUT (N iterations, S s)``)."""
+    match = re.search(r"\((\d+) iterations", printed)
+    return int(match.group(1)) if match else None
 
 
 def score(volume_hu: torch.Tensor, truth_hu: torch.Tensor) -> dict[str, float]:
@@ -88,8 +102,9 @@ def ours_rows(views: int, folder: Path, work: Path, mask: Path, budget_s: float,
     rows = []
     for method, (label, options) in runs.items():
         out = work / f"ours_{views}_{method}.nii.gz"
-        seconds = cli("reconstruct", str(folder), "--out", str(out), *options)
+        seconds, printed = run_cli("reconstruct", str(folder), "--out", str(out), *options)
         rows.append({"views": views, "tool": "monai-gnerf", "method": method, "label": label, "seconds": seconds,
+                     "iterations": printed_iterations(printed),
                      "command": " ".join(["monai-gnerf reconstruct DIR", *options]), **score(load_ct(out).as_tensor(), truth_hu)})  # fmt: skip
         report(rows[-1])
     return rows
@@ -120,10 +135,10 @@ def tuned_methods(sweep_rows: list[dict]) -> list[rtk_peer.RTKMethod]:
 def print_table(rows: list[dict], budget_s: float, contended: bool) -> None:
     print(f"\nSparse-view reconstruction, chest CT, grid 144x144x133 at 2.5 mm, budget {budget_s:.0f} s, "
           f"{THREADS} threads{', beside a busy process' if contended else ''}")  # fmt: skip
-    print(f"{'views':>5s}  {'method':58s} {'PSNR dB':>8s} {'SSIM':>6s} {'time s':>7s} {'vs best RTK':>11s}")
+    print(f"{'views':>5s}  {'method':58s} {'PSNR dB':>8s} {'SSIM':>6s} {'time s':>7s} {'iterations':>10s} {'vs best RTK':>11s}")
     for row in rows:
         print(f"{row['views']:5d}  {row['label']:58s} {row['psnr_3d']:8.2f} {row['ssim_3d']:6.3f} "
-              f"{row['seconds']:7.1f} {row['vs_best_rtk_db']:+11.2f}")  # fmt: skip
+              f"{row['seconds']:7.1f} {row['iterations'] or 0:10d} {row['vs_best_rtk_db']:+11.2f}")  # fmt: skip
 
 
 def main() -> None:

@@ -170,7 +170,7 @@ def main() -> None:
           f"{THREADS} threads; targets: >= FDK + {TARGET_OVER_FDK_DB:g} dB, >= RTK's best + {TARGET_OVER_RTK_DB:g} dB")  # fmt: skip
     print(f"| case | {' | '.join(r['label'] for r in results[args.cases[0]]['rows'])} | vs FDK | vs RTK's best |")
     print("|---|" + "---|" * (len(results[args.cases[0]]["rows"]) + 2))
-    for key, result in results.items():
+    for result in results.values():
         cells = " | ".join(f"{r['psnr_3d']:.2f} / {r['ssim_3d']:.3f}" for r in result["rows"])
         print(f"| {result['rows'][0]['case']} | {cells} | {result['over_fdk_db']:+.2f} | {result['over_best_rtk_db']:+.2f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)

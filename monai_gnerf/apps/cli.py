@@ -22,6 +22,7 @@ from monai_gnerf.apps.demo import demo as main_demo
 from monai_gnerf.apps.sparse_view import reconstruct_folder
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
+from monai_gnerf.metrics import evaluate_test_set
 from monai_gnerf.resources import set_threads
 
 __all__ = ["Commands", "main"]
@@ -82,14 +83,48 @@ class Commands:
         """
         print(load_geometry(name).to_json())
 
+    def evaluate(
+        self,
+        out: str = "outputs/evaluate",
+        reconstructions: str | None = None,
+        references: str | None = None,
+        projections: str | None = None,
+        reference_projections: str | None = None,
+    ) -> None:
+        """Score reconstructions against reference CTs and/or projection sets against reference ones.
+
+        3D: PSNR and SSIM of each volume (HU clipped at air, min-max normalized with the
+        reference's range, data range 1); 2D: PSNR, SSIM and GMSD per view the same way. Writes
+        OUT/metrics_3d.csv, OUT/metrics_2d.csv and OUT/metrics.json, as `bundle/configs/evaluate.json`.
+
+        Args:
+            out: output folder.
+            reconstructions: a reconstruction (NIfTI/NRRD, HU) or a folder of them; needs references.
+            references: the reference CT or a folder of CTs (cases matched by name).
+            projections: a projection folder or a folder of them; needs reference_projections.
+            reference_projections: the reference projection folder or a folder of them.
+        """
+        summary = evaluate_test_set(out, reconstructions, references, projections, reference_projections)
+        for kind in ("volumes", "projections"):
+            if kind in summary:
+                means = ", ".join(f"{name} {value:.4f}" for name, value in summary[kind]["mean"].items())
+                print(f"{kind}: {len(summary[kind]['cases'])} case(s), mean {means}")
+        print(f"wrote {summary['outputs']['metrics_json']}")
+
+
+def _command_names() -> list[str]:
+    return sorted(name.replace("_", "-") for name in vars(Commands) if not name.startswith("_"))
+
 
 def _check_options(argv: list[str]) -> None:
-    """Unknown options of a job command are refused before it runs (fire would run it first)."""
-    if argv:
-        name = argv[0].replace("-", "_")
-        job = getattr(Commands, name, None)
-        if job is not None and hasattr(job, "__signature__"):
-            check_option_names(job, argv[1:])
+    """Unknown commands and options are refused before anything runs (fire would run a job first)."""
+    if not argv or argv[0].startswith("-"):
+        return
+    name = argv[0].replace("-", "_")
+    if name.startswith("_") or name not in vars(Commands):
+        raise GnerfInputError(f"unknown command {argv[0]!r}; commands: {', '.join(_command_names())}.")
+    job = getattr(Commands, name)
+    check_option_names(job, argv[1:])
 
 
 def _pop_threads(args: list[str]) -> tuple[int | None, list[str]]:

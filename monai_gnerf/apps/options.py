@@ -90,12 +90,13 @@ def check_option_names(command_fn: Callable[..., Any], argv: Sequence[str]) -> N
     Raises:
         GnerfInputError: naming the unknown option and the known ones.
     """
-    known = set(inspect.signature(command_fn).parameters) | {"help", "h"}
+    names = [n for n in inspect.signature(command_fn).parameters if n != "self"]
+    known = {*names, "help", "h"}
     for token in argv:
         if token == "--":
             return
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0].replace("-", "_")
             if name not in known:
-                options = ", ".join(f"--{n}" for n in inspect.signature(command_fn).parameters)
-                raise GnerfInputError(f"unknown option --{name}; this command takes {options}.")
+                options = ", ".join(f"--{n}" for n in names)
+                raise GnerfInputError(f"unknown option --{name}; this command takes {options or 'no options'}.")

@@ -353,6 +353,31 @@ def volume_evaluator(
     )  # fmt: skip
 
 
+def _input_error(err: BaseException) -> GnerfInputError | None:
+    """The :class:`GnerfInputError` behind an exception (MONAI re-raises a transform's error as a
+    ``RuntimeError`` whose cause it is), or ``None``."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, GnerfInputError):
+        cause = cause.__cause__
+    return cause
+
+
+def _run_evaluator(evaluator: SupervisedEvaluator) -> None:
+    """Run an evaluation; a bad input (an unreadable file, grids that do not match) comes out as its
+    own :class:`GnerfInputError`, not logged by the engine on the way (the caller reports it once)."""
+    level = evaluator.logger.level
+    evaluator.logger.setLevel(logging.CRITICAL)
+    try:
+        evaluator.run()
+    except RuntimeError as err:
+        cause = _input_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+    finally:
+        evaluator.logger.setLevel(level)
+
+
 def _volume_rows(evaluator: SupervisedEvaluator, datalist: list[dict[str, str]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Run a volume evaluator: one row per case with its grid and metrics (the handlers' details), and the metric names."""
     shapes: list[list[int]] = []
@@ -361,7 +386,7 @@ def _volume_rows(evaluator: SupervisedEvaluator, datalist: list[dict[str, str]])
         shapes.extend(list(item[CommonKeys.IMAGE].shape[1:]) for item in engine.state.batch)
 
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, record_shapes)
-    evaluator.run()
+    _run_evaluator(evaluator)
     evaluator.remove_event_handler(record_shapes, Events.ITERATION_COMPLETED)
     details = {name: values.flatten().tolist() for name, values in evaluator.state.metric_details.items()}
     rows = []

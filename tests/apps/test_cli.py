@@ -13,7 +13,7 @@ import torch
 from monai_gnerf.apps.cli import main
 from monai_gnerf.data import example_ct_path
 from monai_gnerf.geometry import load_geometry, volume_center_mm
-from monai_gnerf.io import load_ct, load_projections, read_png16
+from monai_gnerf.io import load_ct, load_projections, read_png16, save_projections, save_volume
 from monai_gnerf.networks import read_generator_header
 from monai_gnerf.physics import hu_to_attenuation
 from monai_gnerf.render import render_drr
@@ -182,3 +182,48 @@ def test_reconstruct_writes_nrrd_and_a_dicom_series_in_the_source_study(tmp_path
     assert torch.equal(aligned, volume.as_tensor().round().clamp(-32768, 32767))  # the same HU voxel for voxel
     centre = torch.tensor([(n - 1) / 2.0 for n in volume.shape] + [1.0], dtype=torch.float64)
     assert torch.allclose(series.affine.double() @ centre, volume.affine.double() @ centre, atol=1e-3)  # same place
+
+
+def test_evaluate_command_scores_a_known_offset_in_3d_and_2d(tmp_path, capsys):
+    ct = load_ct(example_ct_path())
+    reference = ct.as_tensor().clamp(min=-1000.0)  # the convention clips at air; no clipping left to do
+    offset_hu = 20.0
+    save_volume(tmp_path / "recon.nii.gz", reference + offset_hu, ct.affine)
+    drr = tmp_path / "drr"
+    main(["drr", "example", "--geometry", "x2ct_biplanar", "--out", str(drr)])
+    views, geometry = load_projections(drr)
+    view_range = float(views.max() - views.min())
+    save_projections(tmp_path / "shifted", views.as_tensor() + 0.01 * view_range, geometry)
+    capsys.readouterr()
+    main(["evaluate", "--out", str(tmp_path / "scores"), "--reconstructions", str(tmp_path / "recon.nii.gz"),
+          "--references", str(example_ct_path()), "--projections", str(tmp_path / "shifted"),
+          "--reference_projections", str(drr)])  # fmt: skip
+    summary = json.loads((tmp_path / "scores" / "metrics.json").read_text())
+    hu_range = float(reference.max() - reference.min())
+    # a uniform offset d on data of range R: PSNR = 20 log10(R / d) with data range 1 after normalization
+    assert summary["volumes"]["mean"]["psnr_db"] == pytest.approx(20 * np.log10(hu_range / offset_hu), abs=1e-3)
+    assert summary["projections"]["mean"]["psnr_db"] == pytest.approx(40.0, abs=1e-3)
+    assert summary["projections"]["mean"]["gmsd"] == pytest.approx(0.0, abs=1e-6)  # an offset has no gradient
+    printed = capsys.readouterr().out
+    assert "volumes: 1 case(s), mean psnr_db" in printed and f"wrote {tmp_path / 'scores' / 'metrics.json'}" in printed
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evalu"], "unknown command 'evalu'; commands: demo, drr, evaluate, geometry, presets, reconstruct, single-view, train-prior."),
+        (["presets", "--foo"], "unknown option --foo; this command takes no options."),
+        (["evaluate", "--reconstructions", "{bad}", "--references", "{ct}", "--out", "{out}"], "could not read CT"),
+    ],
+)  # fmt: skip
+def test_unknown_commands_and_unreadable_volumes_are_one_line(tmp_path, capsys, argv, message):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not a volume")
+    out = tmp_path / "scores"
+    argv = [a.format(bad=bad, ct=example_ct_path(), out=out) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("monai-gnerf: error: ") and message in err and "\n" not in err
+    assert not out.exists()
