@@ -85,7 +85,7 @@ class Commands:
 
     def evaluate(
         self,
-        out: str = "outputs/evaluate",
+        out: str | None = None,
         reconstructions: str | None = None,
         references: str | None = None,
         projections: str | None = None,
@@ -98,12 +98,14 @@ class Commands:
         OUT/metrics_3d.csv, OUT/metrics_2d.csv and OUT/metrics.json, as `bundle/configs/evaluate.json`.
 
         Args:
-            out: output folder.
+            out: output folder (required).
             reconstructions: a reconstruction (NIfTI/NRRD, HU) or a folder of them; needs references.
             references: the reference CT or a folder of CTs (cases matched by name).
             projections: a projection folder or a folder of them; needs reference_projections.
             reference_projections: the reference projection folder or a folder of them.
         """
+        if out is None:
+            raise GnerfInputError("evaluate needs --out DIR, the folder for the metric files.")
         summary = evaluate_test_set(out, reconstructions, references, projections, reference_projections)
         for kind in ("volumes", "projections"):
             if kind in summary:

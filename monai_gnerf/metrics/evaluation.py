@@ -386,8 +386,10 @@ def _volume_rows(evaluator: SupervisedEvaluator, datalist: list[dict[str, str]])
         shapes.extend(list(item[CommonKeys.IMAGE].shape[1:]) for item in engine.state.batch)
 
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, record_shapes)
-    _run_evaluator(evaluator)
-    evaluator.remove_event_handler(record_shapes, Events.ITERATION_COMPLETED)
+    try:
+        _run_evaluator(evaluator)
+    finally:
+        evaluator.remove_event_handler(record_shapes, Events.ITERATION_COMPLETED)
     details = {name: values.flatten().tolist() for name, values in evaluator.state.metric_details.items()}
     rows = []
     for i, item in enumerate(datalist):

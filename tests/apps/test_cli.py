@@ -213,6 +213,7 @@ def test_evaluate_command_scores_a_known_offset_in_3d_and_2d(tmp_path, capsys):
     [
         (["evalu"], "unknown command 'evalu'; commands: demo, drr, evaluate, geometry, presets, reconstruct, single-view, train-prior."),
         (["presets", "--foo"], "unknown option --foo; this command takes no options."),
+        (["evaluate", "--reconstructions", "{bad}", "--references", "{ct}"], "evaluate needs --out DIR"),
         (["evaluate", "--reconstructions", "{bad}", "--references", "{ct}", "--out", "{out}"], "could not read CT"),
     ],
 )  # fmt: skip
