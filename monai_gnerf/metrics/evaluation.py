@@ -308,7 +308,10 @@ class NormalizedVolumePaird(MapTransform):
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         d = dict(data)
         prediction, reference = load_ct(d[self.prediction_key]), load_ct(resolve_ct_path(d[self.reference_key]))
-        truth = reference_on_grid(reference.as_tensor(), reference.affine, prediction.shape, prediction.affine)
+        # clipped before it is averaged, as attenuation is (HU -> attenuation clips at air): a
+        # CT's padding (-2048 HU) must not drag a boundary voxel below what its tissue gives
+        clipped = reference.as_tensor().clamp(min=AIR_HU)
+        truth = reference_on_grid(clipped, reference.affine, prediction.shape, prediction.affine)
         estimate, truth = normalized_volumes(prediction.as_tensor(), truth)
         for key, value in ((self.prediction_key, estimate), (self.reference_key, truth)):
             d[key] = MetaTensor(value[None], affine=prediction.affine, meta={"filename_or_obj": str(d[key])})

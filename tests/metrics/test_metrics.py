@@ -37,3 +37,21 @@ def test_normalize_to_reference_uses_the_reference_range():
     estimate, truth = normalize_to_reference(torch.tensor([-0.01, 0.02, 0.05]), reference)
     assert truth.tolist() == pytest.approx([0.0, 0.5, 1.0])
     assert estimate.tolist() == pytest.approx([0.0, 0.5, 1.0])  # clipped to [0, 1]
+
+
+def test_evaluation_clips_the_reference_at_air_before_averaging_it_onto_a_coarser_grid(tmp_path):
+    from monai_gnerf.geometry import resampled_affine
+    from monai_gnerf.io import save_volume
+    from monai_gnerf.metrics import evaluate_test_set
+
+    reference = torch.full((8, 8, 8), 1000.0)
+    reference[0:4:2] = -2048.0  # CT padding beside tissue at 0 HU: pairs of slices the 2:1 average mixes
+    reference[1:4:2] = 0.0
+    affine = torch.diag(torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+    save_volume(tmp_path / "reference.nii.gz", reference, affine)
+    coarse = torch.full((4, 4, 4), 1000.0)
+    coarse[:2] = -500.0  # the average of air (-1000 HU, where attenuation clips) and 0 HU
+    save_volume(tmp_path / "prediction.nii.gz", coarse, resampled_affine(affine, (8, 8, 8), (4, 4, 4)))
+    summary = evaluate_test_set(tmp_path / "scores", tmp_path / "prediction.nii.gz", tmp_path / "reference.nii.gz")
+    # exact: averaging before clipping would give -1000 HU there (15.05 dB)
+    assert math.isinf(summary["volumes"]["mean"]["psnr_db"])
