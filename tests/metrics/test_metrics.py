@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from monai_gnerf.metrics import gmsd, normalize_to_reference, psnr, ssim
+from monai_gnerf.geometry import resampled_affine
+from monai_gnerf.io import save_volume
+from monai_gnerf.metrics import evaluate_test_set, gmsd, normalize_to_reference, psnr, ssim
 
 
 def test_psnr_uses_the_explicit_data_range():
@@ -40,10 +42,6 @@ def test_normalize_to_reference_uses_the_reference_range():
 
 
 def test_evaluation_clips_the_reference_at_air_before_averaging_it_onto_a_coarser_grid(tmp_path):
-    from monai_gnerf.geometry import resampled_affine
-    from monai_gnerf.io import save_volume
-    from monai_gnerf.metrics import evaluate_test_set
-
     reference = torch.full((8, 8, 8), 1000.0)
     reference[0:4:2] = -2048.0  # CT padding beside tissue at 0 HU: pairs of slices the 2:1 average mixes
     reference[1:4:2] = 0.0
