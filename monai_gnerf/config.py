@@ -40,6 +40,7 @@ __all__ = [
     "PositiveInt",
     "Range",
     "UnitInterval",
+    "as_bool",
     "config_from_dict",
     "config_leaves",
     "config_to_dict",
@@ -184,10 +185,20 @@ def _describe(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
-        return "a list of " + (f"{_describe(args[0])}s" if args[-1] is Ellipsis else f"{len(args)} values")
+        return f"a list, each item {_describe(args[0])}" if args[-1] is Ellipsis else f"a list of {len(args)} values"
     if dataclasses.is_dataclass(tp):
         return f"a {_kind(tp)} object"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def as_bool(value: Any) -> bool | None:
+    """A boolean, or its spelling on a command line (``true`` / ``false``, any case; fire passes
+    ``--flag=false`` as that text), else ``None``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
 
 
 def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any:
@@ -223,8 +234,9 @@ def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any
         if isinstance(value, Mapping):
             return config_from_dict(tp, value, error)
     elif tp is bool:
-        if isinstance(value, bool):
-            return value
+        flag = as_bool(value)
+        if flag is not None:
+            return flag
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

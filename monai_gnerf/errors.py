@@ -7,7 +7,11 @@ command-line interface prints that sentence alone, without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["GnerfInputError", "GeometryError", "VolumeError", "first_line"]
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["GnerfInputError", "GeometryError", "VolumeError", "first_line", "input_errors_surface"]
 
 
 class GnerfInputError(ValueError):
@@ -22,7 +26,33 @@ class VolumeError(GnerfInputError):
     """A CT volume is missing, unreadable or holds invalid values."""
 
 
+_SOURCE_LOCATION = re.compile(r"\.(c|cc|cpp|cxx|h|hxx)(:\d+)+:?$")  # ITK's "...itkPNGImageIO.cxx:249:" line
+_ITK_PREFIX = re.compile(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ")
+
+
 def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, or its type's name when the message is empty."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The first line of an exception's message that says something (not a C++ source location,
+    without ITK's ``ITK ERROR: Class(0x...):`` prefix), or its type's name when there is none."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    lines = [line for line in lines if line and not _SOURCE_LOCATION.search(line)]
+    return _ITK_PREFIX.sub("", lines[0]) if lines else type(err).__name__
+
+
+def _input_error_behind(err: BaseException | None) -> GnerfInputError | None:
+    """The :class:`GnerfInputError` in an exception's chain of causes, or ``None``."""
+    while err is not None and not isinstance(err, GnerfInputError):
+        err = err.__cause__
+    return err
+
+
+@contextmanager
+def input_errors_surface() -> Iterator[None]:
+    """Let a bad input met inside MONAI code come out as its own :class:`GnerfInputError`: MONAI
+    re-raises a transform's error as a ``RuntimeError`` whose cause it is."""
+    try:
+        yield
+    except RuntimeError as err:
+        cause = _input_error_behind(err)
+        if cause is None:
+            raise
+        raise cause from None

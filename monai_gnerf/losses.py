@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.io import load_checkpoint_file
 from monai_gnerf.metrics.image import ssim_map
 
 __all__ = ["TotalVariationLoss", "UncertaintyWeightedLoss", "StructuralLoss", "VGGFeatureLoss", "vgg16_features"]
@@ -141,10 +142,7 @@ def _load_vgg_weights(features: nn.Sequential, path: str | Path | None) -> None:
             "ImageNet state dict (vgg16-397923af.pth) as a local file: download it on a machine with "
             "internet access and pass its path, or use the structural (SSIM) loss, which needs no weights."
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise GnerfInputError(f"cannot read VGG16 weights {path}: {err}") from None
+    state = load_checkpoint_file(path, "cpu", what="VGG16 weights")
     prefix = "features."
     wanted = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     own = features.state_dict()

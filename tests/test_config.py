@@ -120,3 +120,11 @@ def test_cli_options_are_the_config_leaves_with_their_defaults_and_help(name, cl
         assert parameters[leaf.name].default == leaf.default
         assert leaf.doc and f"{leaf.name}: {leaf.doc}" in command.__doc__
     assert "config" not in parameters and "device" in parameters
+
+
+def test_messages_describe_lists_and_accept_command_line_booleans():
+    with pytest.raises(GnerfInputError, match=r"discriminator_channels must be a list, each item an integer >= 1"):
+        config_from_dict(PriorConfig, {"discriminator_channels": 5})
+    assert config_from_dict(ReconstructionConfig, {"init_fdk": "False"}).init_fdk is False  # fire's text for =False
+    with pytest.raises(GnerfInputError, match="init_fdk must be true or false, got 'no'"):
+        config_from_dict(ReconstructionConfig, {"init_fdk": "no"})

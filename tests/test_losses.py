@@ -32,7 +32,7 @@ def test_vgg_loss_needs_a_local_weights_file(tmp_path):
     with pytest.raises(GnerfInputError, match="VGG16 weights file not found"):
         VGGFeatureLoss(tmp_path / "missing.pth")
     (tmp_path / "bad.pth").write_bytes(b"junk")
-    with pytest.raises(GnerfInputError, match="cannot read VGG16 weights"):
+    with pytest.raises(GnerfInputError, match="cannot load VGG16 weights .*bad.pth: it is not a file written by torch.save"):
         VGGFeatureLoss(tmp_path / "bad.pth")
     features = vgg16_features(5)  # a whole torchvision-style trunk, saved as torchvision names it
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, tmp_path / "vgg16.pth")

@@ -8,6 +8,7 @@ line and exit with status 2; Ctrl-C exits with status 130 and leaves no partial 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import fire
 
 from monai_gnerf.apps.drr import simulate_drrs
 from monai_gnerf.apps.generative import single_view_reconstruction, train_prior_workflow
-from monai_gnerf.apps.options import check_option_names, command
+from monai_gnerf.apps.options import check_option_names, command, path_text
 from monai_gnerf.apps.demo import demo as main_demo
 from monai_gnerf.apps.sparse_view import reconstruct_folder
 from monai_gnerf.errors import GnerfInputError
@@ -106,7 +107,9 @@ class Commands:
         """
         if out is None:
             raise GnerfInputError("evaluate needs --out DIR, the folder for the metric files.")
-        summary = evaluate_test_set(out, reconstructions, references, projections, reference_projections)
+        paths = {"out": out, "reconstructions": reconstructions, "references": references, "projections": projections,
+                 "reference_projections": reference_projections}  # fmt: skip
+        summary = evaluate_test_set(*(path_text(name, value) for name, value in paths.items()))
         for kind in ("volumes", "projections"):
             if kind in summary:
                 means = ", ".join(f"{name} {value:.4f}" for name, value in summary[kind]["mean"].items())
@@ -127,6 +130,29 @@ def _check_options(argv: list[str]) -> None:
         raise GnerfInputError(f"unknown command {argv[0]!r}; commands: {', '.join(_command_names())}.")
     job = getattr(Commands, name)
     check_option_names(job, argv[1:])
+    if not isinstance(vars(Commands)[name], staticmethod):  # a plain method: every option takes a value
+        _check_arguments(argv[0], job, argv[1:])
+
+
+def _check_arguments(name: str, method: Any, argv: list[str]) -> None:
+    """Too few or too many arguments to a plain command are one line, not fire's usage text."""
+    if "--help" in argv or "-h" in argv:
+        return
+    parameters = [p for p in inspect.signature(method).parameters.values() if p.name != "self"]
+    required = [p.name.upper() for p in parameters if p.default is inspect.Parameter.empty]
+    given, tokens = [], iter(argv)
+    for token in tokens:
+        if token.startswith("-"):
+            if "=" not in token:
+                next(tokens, None)  # the option's value
+            continue
+        given.append(token)
+    if len(given) < len(required):
+        raise GnerfInputError(f"{name} needs {', '.join(required)}.")
+    if len(given) > len(parameters):
+        extra = ", ".join(repr(t) for t in given[len(parameters):])
+        allowed = {0: "no arguments", 1: "one argument"}.get(len(parameters), f"{len(parameters)} arguments")
+        raise GnerfInputError(f"{name} takes {allowed}; remove {extra}.")
 
 
 def _pop_threads(args: list[str]) -> tuple[int | None, list[str]]:

@@ -27,7 +27,7 @@ from monai_gnerf.physics import MU_WATER_PER_MM, add_detector_noise
 from monai_gnerf.render import RenderMethod
 from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
 
-__all__ = ["DRRConfig", "simulate_drrs"]
+__all__ = ["DRRConfig", "check_drr_memory", "simulate_drrs"]
 
 _DRR_COPIES = 3  # attenuation copy, rays and output of the renderer, float32 each
 
@@ -53,6 +53,13 @@ class DRRConfig(Config):
     mu_water_per_mm: PositiveFloat = MU_WATER_PER_MM
     noise_i0: PositiveFloat | None = None
     seed: int = 0
+
+
+def check_drr_memory(geo: ProjectionGeometry, volume: torch.Tensor) -> None:
+    """Refuse DRRs of a CT that would not fit in memory (one line naming their sizes)."""
+    check_memory(_DRR_COPIES * 4 * (volume.numel() + geo.num_views * math.prod(geo.detector_shape)),
+                 f"{geo.num_views} views of {geo.detector_shape[0]}x{geo.detector_shape[1]} pixels of a "
+                 f"{'x'.join(map(str, volume.shape))} CT")  # fmt: skip
 
 
 def simulate_drrs(
@@ -87,9 +94,7 @@ def simulate_drrs(
     check_output(out, "dir", overwrite, PROJECTION_FOLDER_CONTENTS, projection_folder_bytes(geo))
     ct_path = resolve_ct_path(ct)
     volume = load_ct(ct_path)
-    check_memory(_DRR_COPIES * 4 * (volume.numel() + geo.num_views * math.prod(geo.detector_shape)),
-                 f"{geo.num_views} views of {geo.detector_shape[0]}x{geo.detector_shape[1]} pixels of a "
-                 f"{'x'.join(map(str, volume.shape))} CT")  # fmt: skip
+    check_drr_memory(geo, volume)
     check_source_outside(geo.resolved(volume_center_mm(volume.affine, volume.shape).tolist()), volume.shape, volume.affine)
     volume = volume.to(device)
     with torch.no_grad():

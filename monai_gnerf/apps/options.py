@@ -17,10 +17,10 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai_gnerf.config import ConfigLeaf, config_from_dict, config_leaves, field_docs, nest
+from monai_gnerf.config import ConfigLeaf, as_bool, config_from_dict, config_leaves, field_docs, nest
 from monai_gnerf.errors import GnerfInputError
 
-__all__ = ["command", "check_option_names"]
+__all__ = ["command", "check_option_names", "path_text"]
 
 Report = Callable[[Any, dict[str, Any]], None]
 
@@ -43,6 +43,42 @@ def _help(job: Callable[..., Any], own: Sequence[inspect.Parameter], leaves: Seq
     return f"{_summary(inspect.getdoc(job) or '')}\n\nArgs:\n{args}\n"
 
 
+class _Required:
+    """The default fire sees for a required argument, so that a missing one is our one-line error
+    rather than fire's usage text."""
+
+    def __repr__(self) -> str:
+        return "(required)"
+
+
+_REQUIRED = _Required()
+
+
+def _own_value(name: str, value: Any, hint: Any) -> Any:
+    """A job argument as its annotation wants it.
+
+    fire reads ``--out 5`` as the number 5: an integer given for a path (an annotation admitting
+    ``str``) is turned back into its text; a float is refused, as its text is lost (``1e3`` became
+    ``1000.0``). A flag (``bool``) given anything but true or false is refused.
+    """
+    admitted = set(typing.get_args(hint)) or {hint}
+    if bool in admitted:
+        flag = as_bool(value)
+        if flag is None:
+            raise GnerfInputError(f"--{name} is a flag: give it alone, or =true / =false, not {value!r}.")
+        return flag
+    return path_text(name, value) if str in admitted else value
+
+
+def path_text(name: str, value: Any) -> Any:
+    """A path argument as text though fire read it as a number (``2024``); a float is refused, as
+    its text is lost (``1e3`` became ``1000.0``). Other values are returned as they are."""
+    if isinstance(value, float):
+        raise GnerfInputError(f"{name}: the command line read the path you gave as the number {value!r}; "
+                              "write it with ./ in front.")  # fmt: skip
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 PYTHON_ONLY = ("components",)
 """Job arguments that take Python objects (swapped components, as the bundle passes), never options."""
 
@@ -60,11 +96,14 @@ def command(job: Callable[..., Any], report: Report) -> Callable[..., None]:
     clash = {p.name for p in own} & {leaf.name for leaf in leaves}
     if clash:
         raise ValueError(f"{job.__name__}: arguments {sorted(clash)} are also config fields.")
-    parameters = [p.replace(annotation=inspect.Parameter.empty) for p in own] + [
+    parameters = [p.replace(annotation=inspect.Parameter.empty,
+                            default=_REQUIRED if p.default is inspect.Parameter.empty else p.default)
+                  for p in own] + [  # fmt: skip
         inspect.Parameter(leaf.name, inspect.Parameter.KEYWORD_ONLY, default=leaf.default) for leaf in leaves
     ]
     signature = inspect.Signature(parameters)
     leaf_names = {leaf.name for leaf in leaves}
+    hints = typing.get_type_hints(job)
 
     def run(*args: Any, **kwargs: Any) -> None:
         try:
@@ -73,9 +112,12 @@ def command(job: Callable[..., Any], report: Report) -> Callable[..., None]:
             raise GnerfInputError(f"{job.__name__.replace('_', '-')}: {err}.") from None
         bound.apply_defaults()
         arguments = bound.arguments
+        missing = [name.upper() for name, value in arguments.items() if value is _REQUIRED]
+        if missing:
+            raise GnerfInputError(f"missing {', '.join(missing)}: give it first, before the options (see --help).")
         options = {k: v for k, v in arguments.items() if k in leaf_names}
         config = config_from_dict(config_cls, nest(leaves, options))
-        own_values = {k: v for k, v in arguments.items() if k not in leaf_names}
+        own_values = {k: _own_value(k, v, hints.get(k)) for k, v in arguments.items() if k not in leaf_names}
         report(job(**own_values, config=config), {**own_values, **options})
 
     run.__signature__ = signature  # type: ignore[attr-defined]

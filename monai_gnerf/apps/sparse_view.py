@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from monai_gnerf.apps.common import Units, check_device, to_units
+from monai_gnerf.apps.drr import check_drr_memory
 from monai_gnerf.apps.figures import comparison_figure, figure_path
 from monai_gnerf.config import Config, PositiveFloat, PositiveInt, config_to_dict
 from monai_gnerf.data import example_ct_path
@@ -99,7 +100,10 @@ def _mask_for(
     if not path.exists():
         raise GnerfInputError(f"mask must be 'silhouette', 'none' or a mask file; {path} does not exist.")
     image = load_ct(path)
-    return resample_nearest(image.as_tensor(), image.affine, shape, affine)
+    support = resample_nearest(image.as_tensor(), image.affine, shape, affine)
+    if not (support > 0).any():
+        raise GnerfInputError(f"mask {path} has no voxel > 0 on the reconstruction grid: nothing would be reconstructed.")
+    return support
 
 
 def reconstruct_folder(
@@ -205,10 +209,11 @@ def sparse_view_demo(
     config = config or DemoConfig()
     device = check_device(device)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     ct = load_ct(example_ct_path())
-    mu = HUToAttenuation()(ct)
     geo = load_geometry(config.geometry).with_uniform_angles(config.views)
+    check_drr_memory(geo, ct)
+    out.mkdir(parents=True, exist_ok=True)
+    mu = HUToAttenuation()(ct)
     with torch.no_grad():
         projections = GenerateDRR(geo, progress=True)(mu.to(device))
     geo = load_geometry(projections.meta["geometry"])

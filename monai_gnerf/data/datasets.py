@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from monai_gnerf.data.examples import resolve_ct_path
 from monai_gnerf.data.phantoms import EllipsoidPhantom
 from monai_gnerf.data.population import VALIDATION_START, CTPopulation, PhantomPopulation, VolumeSubject
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import GnerfInputError, input_errors_surface
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
 from monai_gnerf.io import read_png16
 from monai_gnerf.render import sample_volume_at
@@ -196,7 +196,7 @@ class CTViewDataset(_ViewDataset):
 
     def _subject(self, subject: int) -> dict[str, Any]:
         if subject not in self._subjects:
-            with torch.no_grad():
+            with torch.no_grad(), input_errors_surface():  # Compose wraps an unreadable CT's error
                 self._subjects[subject] = self.transform({"image": str(self.paths[subject])})
         return self._subjects[subject]
 

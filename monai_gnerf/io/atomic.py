@@ -70,6 +70,8 @@ def check_output(
     Raises:
         GnerfInputError: one line naming the destination and the problem.
     """
+    if not str(path).strip():  # Path("") would be the current folder
+        raise GnerfInputError(f"{option} is empty; give a {'file' if kind == 'file' else 'folder'} name.")
     path = Path(path)
     ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():

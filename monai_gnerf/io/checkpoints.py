@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,23 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_checkpoint_file(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``; unreadable files become one clear error."""
+def load_checkpoint_file(path: str | Path, device: torch.device | str = "cpu", what: str = "checkpoint") -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``; unreadable files become one clear error.
+
+    Args:
+        path: the file.
+        device: where to load the tensors.
+        what: what the file should be, for messages (``"checkpoint"``, ``"VGG16 weights"``).
+    """
     if not Path(path).is_file():
-        raise GnerfInputError(f"checkpoint not found: {path}")
+        raise GnerfInputError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # pickle, zip and unpickling-policy errors all mean "not our checkpoint"
-        raise GnerfInputError(f"cannot load checkpoint {path}: {first_line(err)}") from None
+        # a file that is not a zip archive either (legacy torch.save files load above) is not a torch
+        # file at all; torch.load's words for that are obscure ("KeyError: '101'")
+        reason = first_line(err) if zipfile.is_zipfile(path) else "it is not a file written by torch.save"
+        raise GnerfInputError(f"cannot load {what} {path}: {reason.rstrip('.')}.") from None
 
 
 def write_model_file(

@@ -13,6 +13,7 @@ The NIfTI stack is the exact data; PNGs are for viewing and for tools that expec
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,11 @@ def png_full_scale(meta: dict[str, Any], folder: Path) -> float:
     return float(value)
 
 
+def _view_order(path: Path) -> list[Any]:
+    """Sort key of a view file: numbers in the name compare as numbers (``view_2`` before ``view_10``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def load_projections(folder: str | Path) -> tuple[MetaTensor, ProjectionGeometry]:
     """Read a projection folder written by :func:`save_projections` (or PNGs plus ``geometry.json``).
 
@@ -146,14 +152,21 @@ def load_projections(folder: str | Path) -> tuple[MetaTensor, ProjectionGeometry
     geometry = ProjectionGeometry.from_json(folder / "geometry.json")
     meta = read_projection_meta(folder / "projections.json")
     stack = folder / "projections.nii.gz"
+    expected = (geometry.num_views, *geometry.detector_shape)
     if stack.is_file():
-        data = load_image(stack, "NibabelReader", "projection stack").numpy().transpose(2, 1, 0)
+        data = load_image(stack, "NibabelReader", "projection stack").numpy()
+        if data.ndim != 3:
+            raise GnerfInputError(f"{stack} must be a 3D stack (cols, rows, views), got {data.ndim}D {data.shape}.")
+        data = data.transpose(2, 1, 0)
     else:
-        pngs = sorted((folder / "png").glob("*.png")) or sorted(folder.glob("*.png"))
+        pngs = sorted((folder / "png").glob("*.png"), key=_view_order) or sorted(folder.glob("*.png"), key=_view_order)
         if not pngs:
             raise GnerfInputError(f"{folder} holds neither projections.nii.gz nor PNG views.")
-        data = np.stack([read_png16(p, png_full_scale(meta, folder)) for p in pngs])
-    expected = (geometry.num_views, *geometry.detector_shape)
+        views = [read_png16(p, png_full_scale(meta, folder)) for p in pngs]
+        for path, view in zip(pngs, views):
+            if view.shape != expected[1:]:
+                raise GnerfInputError(f"{path} has {view.shape} pixels but geometry.json says {expected[1:]}.")
+        data = np.stack(views)
     if data.shape != expected:
         raise GnerfInputError(f"{folder}: projections have shape {data.shape} but geometry.json says {expected}.")
     if not np.isfinite(data).all():

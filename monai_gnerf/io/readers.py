@@ -8,6 +8,8 @@ replaces a zero voxel size by 1 mm and would read a complex volume as its real p
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -24,6 +26,21 @@ __all__ = ["NIFTI_SUFFIXES", "load_image"]
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _READERS = {"NibabelReader": NibabelReader, "ITKReader": ITKReader}
 _NIFTI1_HEADER_BYTES = 348
+_GPU_DICOM_PLUGIN_LOGGER = "monai.data.nvimgcodec_pydicom_plugin"
+
+
+def _load_image_transform() -> LoadImage:
+    """``LoadImage`` built quietly: it instantiates every MONAI reader as a fallback, and the GPU DICOM
+    reader's warnings that nvImageCodec is absent (always so on a CPU) would precede every message."""
+    plugin_logger = logging.getLogger(_GPU_DICOM_PLUGIN_LOGGER)
+    level = plugin_logger.level
+    plugin_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            return LoadImage(image_only=True, dtype=np.float32)
+    finally:
+        plugin_logger.setLevel(level)
 
 
 def _check_nifti_header(path: Path, what: str, error: type[GnerfInputError]) -> None:
@@ -59,6 +76,6 @@ def load_image(path: str | Path, reader: str, what: str, error: type[GnerfInputE
     if reader == "NibabelReader":
         _check_nifti_header(path, what, error)
     try:
-        return LoadImage(image_only=True, dtype=np.float32)(str(path), reader=_READERS[reader]())
+        return _load_image_transform()(str(path), reader=_READERS[reader]())
     except Exception as err:  # noqa: BLE001 - readers raise many types; the user needs the file and the reason
         raise error(f"could not read {what} {path}: {first_line(err)}") from None

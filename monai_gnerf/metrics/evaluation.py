@@ -53,9 +53,9 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from monai_gnerf.data import ct_cases, is_ct_collection, resolve_ct_path
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import GnerfInputError, input_errors_surface
 from monai_gnerf.geometry import resample_area, resampled_affine
-from monai_gnerf.io import atomic_output_file, load_ct, load_projections
+from monai_gnerf.io import atomic_output_file, check_output, load_ct, load_projections
 from monai_gnerf.metrics.features import RandomConvFeatures, TorchScriptFeatures, extract_features
 from monai_gnerf.metrics.image import gmsd, normalize_to_reference, psnr, ssim
 
@@ -132,12 +132,21 @@ def volume_metrics(
     return {name: float(metric(estimate, truth, 1.0)) for name, metric in (metrics or METRICS_3D).items()}
 
 
+def _check_range(reference: torch.Tensor, what: str) -> None:
+    """The metrics normalize by the reference's range: a constant reference has none."""
+    if reference.numel() and reference.max() == reference.min():
+        raise GnerfInputError(f"the {what} is constant ({float(reference.max()):.6g} everywhere): "
+                              "the metrics normalize by its range, which is zero.")  # fmt: skip
+
+
 def normalized_volumes(prediction_hu: torch.Tensor, reference_hu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A volume and its reference on the same grid (HU) as the 3D metrics compare them: clipped
     below at :data:`AIR_HU`, min-max normalized with the reference's range (float64)."""
     if prediction_hu.shape != reference_hu.shape:
         raise GnerfInputError(f"volume shapes differ: {tuple(prediction_hu.shape)} vs {tuple(reference_hu.shape)}.")
-    return normalize_to_reference(prediction_hu.double().clamp(min=AIR_HU), reference_hu.double().clamp(min=AIR_HU))
+    reference = reference_hu.double().clamp(min=AIR_HU)
+    _check_range(reference, "reference volume (clipped at air)")
+    return normalize_to_reference(prediction_hu.double().clamp(min=AIR_HU), reference)
 
 
 def _normalized_views(prediction: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +154,7 @@ def _normalized_views(prediction: torch.Tensor, reference: torch.Tensor) -> tupl
         raise GnerfInputError(
             f"projection stacks differ in shape: {tuple(prediction.shape)} vs reference {tuple(reference.shape)}."
         )
+    _check_range(reference, "reference projection stack")
     return normalize_to_reference(prediction.double(), reference.double())
 
 
@@ -356,27 +366,14 @@ def volume_evaluator(
     )  # fmt: skip
 
 
-def _input_error(err: BaseException) -> GnerfInputError | None:
-    """The :class:`GnerfInputError` behind an exception (MONAI re-raises a transform's error as a
-    ``RuntimeError`` whose cause it is), or ``None``."""
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, GnerfInputError):
-        cause = cause.__cause__
-    return cause
-
-
 def _run_evaluator(evaluator: SupervisedEvaluator) -> None:
     """Run an evaluation; a bad input (an unreadable file, grids that do not match) comes out as its
     own :class:`GnerfInputError`, not logged by the engine on the way (the caller reports it once)."""
     level = evaluator.logger.level
     evaluator.logger.setLevel(logging.CRITICAL)
     try:
-        evaluator.run()
-    except RuntimeError as err:
-        cause = _input_error(err)
-        if cause is None:
-            raise
-        raise cause from None
+        with input_errors_surface():
+            evaluator.run()
     finally:
         evaluator.logger.setLevel(level)
 
@@ -453,7 +450,7 @@ def evaluate_test_set(
     metrics_3d = dict(metrics_3d if metrics_3d is not None else METRICS_3D)
     metrics_2d = dict(metrics_2d if metrics_2d is not None else METRICS_2D)
     test_set_metrics_2d = dict(test_set_metrics_2d or {})
-    output_dir = Path(output_dir)
+    output_dir = check_output(output_dir, "dir", overwrite=True)  # metric files are rewritten
     summary: dict[str, Any] = {
         "data_range": 1.0,
         "normalization": "min-max with the reference's range; volumes clipped below at -1000 HU first",

@@ -213,18 +213,99 @@ def test_evaluate_command_scores_a_known_offset_in_3d_and_2d(tmp_path, capsys):
     [
         (["evalu"], "unknown command 'evalu'; commands: demo, drr, evaluate, geometry, presets, reconstruct, single-view, train-prior."),
         (["presets", "--foo"], "unknown option --foo; this command takes no options."),
+        (["presets", "foo"], "presets takes no arguments; remove 'foo'."),
+        (["geometry"], "geometry needs NAME."),
         (["evaluate", "--reconstructions", "{bad}", "--references", "{ct}"], "evaluate needs --out DIR"),
         (["evaluate", "--reconstructions", "{bad}", "--references", "{ct}", "--out", "{out}"], "could not read CT"),
+        (["evaluate", "--reconstructions", "{ct}", "--references", "{ct}", "--out", "{bad}"], "is a file, not a folder"),
+        (["train-prior", "--out", "{out}", "--data", "{bad}", "--pca_init", "False", "--volume_weight", "0",
+          "--subjects", "2", "--calibration_subjects", "0", "--detector_size", "16"], "could not read CT"),
+        (["drr", "{ct}", "--out", ""], "--out is empty; give a folder name."),
+        (["evaluate", "--reconstructions", "{ct}", "--references", "{air}", "--out", "{out}"],
+         "the reference volume (clipped at air) is constant (-1000 everywhere)"),
+        (["drr", "--out", "{out}"], "missing CT: give it first, before the options (see --help)."),
+        (["reconstruct", "1e3", "--out", "{out}"], "read the path you gave as the number 1000.0; write it with ./ in front."),
+        (["single-view", "{ct}", "--checkpoint", "{bad}", "--out", "{out}"], "it is not a file written by torch.save."),
     ],
 )  # fmt: skip
 def test_unknown_commands_and_unreadable_volumes_are_one_line(tmp_path, capsys, argv, message):
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not a volume")
+    ct = load_ct(example_ct_path())
+    save_volume(tmp_path / "air.nii.gz", torch.full(ct.shape, -1024.0), ct.affine)
     out = tmp_path / "scores"
-    argv = [a.format(bad=bad, ct=example_ct_path(), out=out) for a in argv]
+    argv = [a.format(bad=bad, ct=example_ct_path(), air=tmp_path / "air.nii.gz", out=out) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("monai-gnerf: error: ") and message in err and "\n" not in err
     assert not out.exists()
+
+
+def _small_projection_folder(folder):
+    geometry = load_geometry("mednerf_chest").with_detector_shape(16, 16).with_uniform_angles(2).resolved((0, 0, 0))
+    save_projections(folder, torch.rand(2, 16, 16), geometry)
+    return folder
+
+
+def test_a_malformed_projection_folder_is_one_line_without_monai_noise(tmp_path):
+    stack_2d = _small_projection_folder(tmp_path / "p2d")
+    nib.save(nib.Nifti1Image(np.zeros((16, 16), np.float32), np.eye(4)), stack_2d / "projections.nii.gz")
+    mixed = _small_projection_folder(tmp_path / "mixed")
+    (mixed / "projections.nii.gz").unlink()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(mixed / "png" / "view_001.png")
+    cases = (
+        (stack_2d, f"{stack_2d / 'projections.nii.gz'} must be a 3D stack (cols, rows, views), got 2D (16, 16)."),
+        (mixed, f"{mixed / 'png' / 'view_001.png'} has (8, 8) pixels but geometry.json says (16, 16)."),
+    )
+    for folder, message in cases:
+        out = tmp_path / f"{folder.name}.nii.gz"
+        done = subprocess.run(
+            [sys.executable, "-m", "monai_gnerf.apps.cli", "--threads", "1", "reconstruct", str(folder),
+             "--out", str(out), "--method", "fdk"], capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [f"monai-gnerf: error: {message}"]  # MONAI's reader noise too
+        assert not out.exists()
+
+
+def test_numeric_paths_stay_paths_and_flags_take_no_words(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = _small_projection_folder(tmp_path / "p")
+    main(["evaluate", "--out", "2024", "--projections", str(folder), "--reference_projections", str(folder)])
+    assert (tmp_path / "2024" / "metrics.json").is_file()  # fire reads 2024 as a number; it is a folder name
+    main(["drr", str(example_ct_path()), "--geometry", "x2ct_biplanar", "--out", "7"])
+    assert load_projections(tmp_path / "7")[0].shape == (2, 128, 128)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # fire passes "false" as text: it means False, so "7" is kept
+        main(["drr", str(example_ct_path()), "--geometry", "x2ct_biplanar", "--out", "7", "--overwrite=false"])
+    assert "exists; pass --overwrite to replace it." in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["drr", str(example_ct_path()), "--out", "o", "--overwrite", "maybe"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "monai-gnerf: error: --overwrite is a flag: give it alone, or =true / =false, not 'maybe'."
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_png_views_load_in_numeric_order_and_an_empty_mask_is_refused(tmp_path, capsys):
+    folder = _small_projection_folder(tmp_path / "p12")
+    geometry = load_geometry("mednerf_chest").with_detector_shape(16, 16).with_uniform_angles(12).resolved((0, 0, 0))
+    views = torch.arange(12, dtype=torch.float32)[:, None, None].expand(12, 16, 16) / 4.0
+    save_projections(folder, views, geometry)
+    (folder / "projections.nii.gz").unlink()
+    for index, png in enumerate(sorted((folder / "png").glob("*.png"))):
+        png.rename(png.with_name(f"view_{index}.png"))  # view_0 ... view_11: text order puts view_10 second
+    loaded, _ = load_projections(folder)
+    assert torch.allclose(loaded.as_tensor()[:, 0, 0], views[:, 0, 0], atol=1e-3)
+    empty = tmp_path / "empty_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), empty)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reconstruct", str(folder), "--out", str(tmp_path / "r.nii.gz"), "--method", "fdk", "--mask", str(empty)])
+    assert exit_info.value.code == 2
+    assert "has no voxel > 0 on the reconstruction grid" in capsys.readouterr().err
+    assert not (tmp_path / "r.nii.gz").exists()
