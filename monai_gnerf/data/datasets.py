@@ -154,11 +154,14 @@ def ct_cases(dataset: str | Path) -> list[tuple[str, Path]]:
         dataset: a CT file, a DICOM series folder, ``example``, or a folder of CTs.
 
     Raises:
-        GnerfInputError: the path does not exist, or two CTs of a folder share a case name.
+        GnerfInputError: the path does not exist or is an empty folder, or two CTs of a folder share
+            a case name.
     """
     path = resolve_ct_path(dataset)
     if not path.exists():
         raise GnerfInputError(f"dataset not found: {path}")
+    if path.is_dir() and not any(path.iterdir()):
+        raise GnerfInputError(f"dataset folder {path} is empty; it needs CT files, DICOM series folders or the files of one series.")
     if not is_ct_collection(path):
         return [(case_name(path), path)]
     cases: dict[str, Path] = {}

@@ -221,6 +221,7 @@ def test_evaluate_command_scores_a_known_offset_in_3d_and_2d(tmp_path, capsys):
         (["train-prior", "--out", "{out}", "--data", "{bad}", "--pca_init", "False", "--volume_weight", "0",
           "--subjects", "2", "--calibration_subjects", "0", "--detector_size", "16"], "could not read CT"),
         (["drr", "{ct}", "--out", ""], "--out is empty; give a folder name."),
+        (["train-prior", "--out", "{out}", "--data", "{empty}"], "empty; it needs CT files, DICOM series folders"),
         (["evaluate", "--reconstructions", "{ct}", "--references", "{air}", "--out", "{out}"],
          "the reference volume (clipped at air) is constant (-1000 everywhere)"),
         (["drr", "--out", "{out}"], "missing CT: give it first, before the options (see --help)."),
@@ -234,7 +235,9 @@ def test_unknown_commands_and_unreadable_volumes_are_one_line(tmp_path, capsys, 
     ct = load_ct(example_ct_path())
     save_volume(tmp_path / "air.nii.gz", torch.full(ct.shape, -1024.0), ct.affine)
     out = tmp_path / "scores"
-    argv = [a.format(bad=bad, ct=example_ct_path(), air=tmp_path / "air.nii.gz", out=out) for a in argv]
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(bad=bad, ct=example_ct_path(), air=tmp_path / "air.nii.gz", empty=tmp_path / "empty", out=out)
+            for a in argv]  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
