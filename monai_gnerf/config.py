@@ -41,6 +41,7 @@ __all__ = [
     "Range",
     "UnitInterval",
     "as_bool",
+    "as_flag",
     "config_from_dict",
     "config_leaves",
     "config_to_dict",
@@ -110,6 +111,15 @@ class Config:
 
     config_kind: ClassVar[str] = ""
     config_error: ClassVar[type[GnerfInputError]] = GnerfInputError
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """Refuse an unknown field by name (a bundle override ``--fit#bogus 3``), before the
+        dataclass ``__init__`` would raise a bare ``TypeError``."""
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise cls.config_error(f"{cls.__name__} has no option {', '.join(unknown)}; its options: {', '.join(names)}.")
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         hints = _hints(type(self))
@@ -199,6 +209,14 @@ def as_bool(value: Any) -> bool | None:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     return None
+
+
+def as_flag(name: str, value: Any) -> bool:
+    """A yes/no option as a boolean (see :func:`as_bool`); anything else is refused, naming it."""
+    flag = as_bool(value)
+    if flag is None:
+        raise GnerfInputError(f"{name} is a flag: true or false, not {value!r}.")
+    return flag
 
 
 def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any:

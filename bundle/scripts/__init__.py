@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -48,7 +49,7 @@ import torch
 
 from monai_gnerf.apps import DRRConfig, check_device, simulate_drrs
 from monai_gnerf.engines import PriorTrainer
-from monai_gnerf.config import Config
+from monai_gnerf.config import Config, as_flag
 from monai_gnerf.data import ct_cases, is_ct_collection
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.io import check_output
@@ -163,18 +164,27 @@ def simulate_dataset(
 
     A single CT (file, DICOM series folder or ``example``) goes to ``output_dir/projections/``;
     each CT of a folder of CTs goes to ``output_dir/<case name>/``. ``overwrite`` replaces the
-    projections of an earlier run.
+    projections of an earlier run. When a case fails (or on Ctrl-C), the folders this run created
+    for earlier cases are removed: nothing partial is left.
 
     Returns:
         The projection folders written, in case order.
     """
     device = check_device(device)
+    overwrite = as_flag("overwrite", overwrite)
     single = not is_ct_collection(dataset_dir)
-    written = []
-    for name, path in ct_cases(dataset_dir):
-        out = Path(output_dir) / (SINGLE_CT_FOLDER if single else name)
-        _LOGGER.info(f"simulating {path} -> {out}")
-        written.append(simulate_drrs(path, out, config, device, overwrite))
+    written, created = [], []
+    try:
+        for name, path in ct_cases(dataset_dir):
+            out = Path(output_dir) / (SINGLE_CT_FOLDER if single else name)
+            _LOGGER.info(f"simulating {path} -> {out}")
+            if not out.exists():
+                created.append(out)
+            written.append(simulate_drrs(path, out, config, device, overwrite))
+    except BaseException:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return written
 
 

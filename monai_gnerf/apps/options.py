@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai_gnerf.config import ConfigLeaf, as_bool, config_from_dict, config_leaves, field_docs, nest
+from monai_gnerf.config import ConfigLeaf, as_flag, config_from_dict, config_leaves, field_docs, nest
 from monai_gnerf.errors import GnerfInputError
 
 __all__ = ["command", "check_option_names", "path_text"]
@@ -59,14 +59,11 @@ def _own_value(name: str, value: Any, hint: Any) -> Any:
 
     fire reads ``--out 5`` as the number 5: an integer given for a path (an annotation admitting
     ``str``) is turned back into its text; a float is refused, as its text is lost (``1e3`` became
-    ``1000.0``). A flag (``bool``) given anything but true or false is refused.
+    ``1000.0``). A flag (``bool``) is read with :func:`~monai_gnerf.config.as_flag`.
     """
     admitted = set(typing.get_args(hint)) or {hint}
     if bool in admitted:
-        flag = as_bool(value)
-        if flag is None:
-            raise GnerfInputError(f"--{name} is a flag: give it alone, or =true / =false, not {value!r}.")
-        return flag
+        return as_flag(f"--{name}", value)
     return path_text(name, value) if str in admitted else value
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 
 import monai_gnerf
 from monai_gnerf.data import example_ct_path
+from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import grid_for_spacing, load_geometry, resample_area, volume_center_mm
 from monai_gnerf.io import load_ct, load_projections, load_xray, save_volume
 from monai_gnerf.metrics import (
@@ -545,6 +546,10 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         ("inference.json", {"xray": "{projections}/png/view_000.png", "fit#weighting": "learned"},
          "weighting must be 'fixed', 'uncertainty' or 'uncertainty_ratio', got 'learned'"),
         ("inference.json", {"checkpoint": "{projections}/geometry.json"}, "cannot load checkpoint"),
+        ("inference.json", {"xray": "{projections}/png/view_000.png", "device": "banana"}, "unknown device 'banana'"),
+        ("reconstruct.json", {"projections_dir": "{projections}", "fit#lr": 0.01},
+         "ReconstructionConfig has no option lr; its options: method, max_iterations"),
+        ("drr.json", {"overwrite": "maybe"}, "overwrite is a flag: true or false, not 'maybe'"),
     ],
 )  # fmt: skip
 def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single, capsys):
@@ -932,3 +937,15 @@ def test_ckpt_export_fails_for_the_documented_reason(ckpt_export_cli):
     assert proc.returncode != 0 and not model_ts.exists()
     assert "RuntimeError" in proc.stderr and reason in proc.stderr
     assert "monai_gnerf/networks/generator.py" in proc.stderr  # LatentGridField.grids, as documented
+
+
+def test_a_failing_case_of_a_dataset_leaves_no_projection_folders(tmp_path):
+    dataset = tmp_path / "cts"
+    dataset.mkdir()
+    shutil.copy(example_ct_path(), dataset / "a_good.nii.gz")
+    (dataset / "b_bad.nii.gz").write_text("not a volume")
+    config = monai_gnerf.apps.DRRConfig(geometry="x2ct_biplanar")
+    with pytest.raises(GnerfInputError, match="could not read CT .*b_bad.nii.gz"):
+        bundle_scripts.simulate_dataset(dataset, tmp_path / "out", config, overwrite="false")
+    assert not (tmp_path / "out" / "a_good").exists()  # written before b_bad failed, then removed
+    assert bundle_scripts.simulate_dataset(example_ct_path(), tmp_path / "one", config)[0].name == "projections"
