@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["GnerfInputError", "GeometryError", "VolumeError", "first_line", "input_errors_surface"]
+__all__ = ["GnerfInputError", "GeometryError", "VolumeError", "first_line", "input_error_behind", "input_errors_surface"]
 
 
 class GnerfInputError(ValueError):
@@ -38,11 +38,16 @@ def first_line(err: BaseException) -> str:
     return _ITK_PREFIX.sub("", lines[0]) if lines else type(err).__name__
 
 
-def _input_error_behind(err: BaseException | None) -> GnerfInputError | None:
-    """The :class:`GnerfInputError` in an exception's chain of causes, or ``None``."""
-    while err is not None and not isinstance(err, GnerfInputError):
-        err = err.__cause__
-    return err
+def input_error_behind(error: BaseException | None) -> GnerfInputError | None:
+    """The :class:`GnerfInputError` that caused ``error`` (itself, or along its ``__cause__`` /
+    ``__context__`` chain, where MONAI's transforms, engines and config parser wrap it), or ``None``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, GnerfInputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @contextmanager
@@ -52,7 +57,7 @@ def input_errors_surface() -> Iterator[None]:
     try:
         yield
     except RuntimeError as err:
-        cause = _input_error_behind(err)
+        cause = input_error_behind(err)
         if cause is None:
             raise
         raise cause from None

@@ -51,7 +51,7 @@ from monai_gnerf.apps import DRRConfig, check_device, simulate_drrs
 from monai_gnerf.engines import PriorTrainer
 from monai_gnerf.config import Config, as_flag
 from monai_gnerf.data import ct_cases, is_ct_collection
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import input_error_behind as user_error  # the error a user can fix, behind MONAI's wrappers
 from monai_gnerf.io import check_output
 from monai_gnerf.networks import load_generator
 
@@ -87,18 +87,6 @@ def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise
         print(f"monai-gnerf: error: {found}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def user_error(error: BaseException | None) -> GnerfInputError | None:
-    """The :class:`~monai_gnerf.errors.GnerfInputError` that caused ``error`` (itself, or along its
-    ``__cause__`` / ``__context__`` chain, where MONAI's config parser wraps it), or ``None``."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, GnerfInputError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def report_errors_in_one_line() -> None:
