@@ -15,6 +15,9 @@ bundle needs:
   error surfaces as ``SystemExit(2)`` after the line. The config dataclass nodes of the job
   configs are declared ``"_mode_": "callable"``, so MONAI hands over their constructors and this
   function builds them: the type and range checks of a bad override happen here.
+* :func:`check_options`: a run step ``run_or_exit(@scripts.check_options, @node, ...)`` ahead of
+  any work builds the job's config nodes, so a bad option is refused before anything is written
+  (``reconstruct.json`` and ``inference.json`` simulate their example input first).
 * :func:`report_errors_in_one_line`: ``train.json`` composes its components (networks, data,
   optimizers, trainer, handlers) in the config, so MONAI builds them before any job function
   runs and wraps their errors in its own. The first step of its ``run`` installs this hook: an
@@ -57,6 +60,7 @@ from monai_gnerf.networks import load_generator
 
 __all__ = [
     "SINGLE_CT_FOLDER",
+    "check_options",
     "check_training_inputs",
     "report_errors_in_one_line",
     "run_or_exit",
@@ -87,6 +91,13 @@ def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise
         print(f"monai-gnerf: error: {found}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_options(*nodes: Any) -> tuple[Any, ...]:
+    """The config nodes, built: called through :func:`run_or_exit`, which builds callable nodes
+    (their type and range checks) before the call; nodes MONAI builds itself are checked when the
+    step referencing them is resolved. Either way a bad option ends the run before any work."""
+    return nodes
 
 
 def report_errors_in_one_line() -> None:

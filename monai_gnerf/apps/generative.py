@@ -4,7 +4,6 @@ and reconstruct from one X-ray with it (``monai-gnerf single-view``, ``bundle/co
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +48,7 @@ from monai_gnerf.io import (
     atomic_output_file,
     check_output,
     dicom_identifiers_of_file,
+    json_text,
     projection_folder_bytes,
     load_ct,
     save_dicom_series,
@@ -401,7 +401,7 @@ class SingleViewWriter:
                 hu = to_units(result.volume.cpu(), "hu", MU_WATER_PER_MM)
                 save_dicom_series(staging / "volume_dicom", hu, result.affine, dicom_identifiers_of_file(xray),
                                   "monai-gnerf single view")  # fmt: skip
-            (staging / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (staging / "fit.json").write_text(json_text(summary))
             fit_figure(staging / "fit.png", result.input_view.cpu(), views[0], fit.history)
         _LOGGER.info(f"wrote {self.output_dir}: {config.views} views, volume {config.volume_size}^3 ({config.units})")
         return summary
@@ -487,5 +487,5 @@ def example_single_view(
         out / "figure.png", [("example CT, one PA DRR -> shipped prior", true_views, views, true_volume, volume)], affine
     ))  # fmt: skip
     with atomic_output_file(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text(json_text(summary))
     return summary

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from monai_gnerf.io import (
     atomic_output_file,
     check_output,
     check_volume_path,
+    json_text,
     save_dicom_series,
     load_ct,
     load_projections,
@@ -243,7 +243,7 @@ def sparse_view_demo(
         "outputs": {**{k: str(v) for k, v in paths.items()}, "figure": str(figure)},
     }
     with atomic_output_file(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text(json_text(summary))
     save_projections(out / "projections", projections.as_tensor(), geo, {"mu_water_per_mm": MU_WATER_PER_MM,
                      "volume_affine": ct.affine.tolist(), "volume_shape": list(ct.shape)})  # fmt: skip
     return summary

@@ -8,12 +8,16 @@
   on success; a failed or interrupted write (including a full disk or a folder made read-only
   mid-run, reported as one :class:`~monai_gnerf.errors.GnerfInputError` line) leaves nothing
   partial behind.
+* :func:`json_text`: the text of a summary file (``metrics.json``, ``fit.json``): strict JSON, with
+  a non-finite number (the PSNR of identical images) written as ``null``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -23,7 +27,7 @@ from typing import Literal
 
 from monai_gnerf.errors import GnerfInputError
 
-__all__ = ["atomic_output_dir", "atomic_output_file", "check_output", "format_bytes"]
+__all__ = ["atomic_output_dir", "atomic_output_file", "check_output", "format_bytes", "json_text"]
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR}
 _SPACE_MARGIN = 1.1  # ask for 10 % more free space than the estimate
@@ -163,3 +167,18 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def json_text(data: object) -> str:
+    """Indented strict JSON of ``data`` (ending in a newline); non-finite floats become ``null``."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(data: object) -> object:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data

@@ -32,7 +32,6 @@ projection folder or a folder of them (``c/geometry.json``), matched by folder n
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -55,7 +54,7 @@ from torch import nn
 from monai_gnerf.data import ct_cases, is_ct_collection, resolve_ct_path
 from monai_gnerf.errors import GnerfInputError, input_errors_surface
 from monai_gnerf.geometry import resample_area, resampled_affine
-from monai_gnerf.io import atomic_output_file, check_output, load_ct, load_projections
+from monai_gnerf.io import atomic_output_file, check_output, json_text, load_ct, load_projections
 from monai_gnerf.metrics.features import RandomConvFeatures, TorchScriptFeatures, extract_features
 from monai_gnerf.metrics.image import gmsd, normalize_to_reference, psnr, ssim
 
@@ -178,8 +177,8 @@ def feature_set_metric(
 ) -> SetMetric:
     """A test-set metric from a feature-space distance and a feature extractor.
 
-    The extractor is made on first use, so a missing file is reported while the evaluation runs
-    (as a :class:`~monai_gnerf.errors.GnerfInputError`), not while a config is parsed.
+    The extractor is made here, so a missing or unreadable file is refused (as a
+    :class:`~monai_gnerf.errors.GnerfInputError`) before an evaluation writes anything.
 
     Args:
         distance: e.g. :func:`monai_gnerf.metrics.features.frechet_distance` (FID) or
@@ -196,17 +195,13 @@ def feature_set_metric(
         ``metric(predicted_views, reference_views) -> float`` for ``test_set_metrics_2d``; its
         ``description`` attribute names the features.
     """
-    made: list[nn.Module] = []
+    if extractor is None:
+        extractor = RandomConvFeatures()
+    elif not isinstance(extractor, nn.Module):
+        extractor = TorchScriptFeatures(extractor)
 
     def features_of(views: torch.Tensor) -> torch.Tensor:
-        if not made:
-            if isinstance(extractor, nn.Module):
-                made.append(extractor)
-            elif extractor is None:
-                made.append(RandomConvFeatures())
-            else:
-                made.append(TorchScriptFeatures(extractor))
-        return extract_features(views.float(), made[0], batch_size)
+        return extract_features(views.float(), extractor, batch_size)
 
     def metric(predicted_views: torch.Tensor, reference_views: torch.Tensor) -> float:
         with torch.no_grad():
@@ -416,7 +411,7 @@ def evaluate_test_set(
     Writes ``output_dir/metrics_3d.csv`` (columns ``case, prediction, reference`` and one per
     3D metric), ``output_dir/metrics_2d.csv`` (``case, prediction, reference, views`` and one
     per 2D metric) for the kinds evaluated, and ``output_dir/metrics.json`` (per-case rows, means
-    and test-set metrics; an exact copy has a PSNR of ``Infinity``).
+    and test-set metrics; strict JSON, so the infinite PSNR of an exact copy is ``null``).
 
     Args:
         output_dir: folder for the CSV and JSON files.
@@ -478,14 +473,14 @@ def evaluate_test_set(
                 estimate, truth = _normalized_views(prediction.as_tensor(), reference.as_tensor())
                 all_estimates.append(estimate)
                 all_truths.append(truth)
-        columns = ["case", "prediction", "reference", "views", *metrics_2d]
-        path = _write_csv(output_dir / "metrics_2d.csv", rows, columns)
         test_set: dict[str, float] = {}
         if test_set_metrics_2d:
             if len({tuple(t.shape[1:]) for t in all_truths}) > 1:
                 raise GnerfInputError("test-set metrics need projections of one detector size in every case.")
             estimates, truths = torch.cat(all_estimates), torch.cat(all_truths)
             test_set = {name: float(metric(estimates, truths)) for name, metric in test_set_metrics_2d.items()}
+        columns = ["case", "prediction", "reference", "views", *metrics_2d]
+        path = _write_csv(output_dir / "metrics_2d.csv", rows, columns)
         summary["projections"] = {
             "metrics": list(metrics_2d),
             "cases": rows,
@@ -498,7 +493,7 @@ def evaluate_test_set(
         summary["outputs"]["metrics_2d_csv"] = str(path)
     summary["outputs"]["metrics_json"] = str(output_dir / "metrics.json")
     with atomic_output_file(output_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text(json_text(summary))
     for kind in ("volumes", "projections"):
         for name, value in summary.get(kind, {}).get("mean", {}).items():
             _LOGGER.info(f"mean {kind} {name}: {value:.4f}" if math.isfinite(value) else f"mean {kind} {name}: {value}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -53,3 +54,6 @@ def test_evaluation_clips_the_reference_at_air_before_averaging_it_onto_a_coarse
     summary = evaluate_test_set(tmp_path / "scores", tmp_path / "prediction.nii.gz", tmp_path / "reference.nii.gz")
     # exact: averaging before clipping would give -1000 HU there (15.05 dB)
     assert math.isinf(summary["volumes"]["mean"]["psnr_db"])
+    text = (tmp_path / "scores" / "metrics.json").read_text()  # strict JSON: an infinite PSNR is null
+    written = json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
+    assert written["volumes"]["mean"]["psnr_db"] is None
