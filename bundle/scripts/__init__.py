@@ -38,10 +38,10 @@ a folder of CTs (CT files and/or one DICOM-series subfolder per CT). Each CT of 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -55,7 +55,7 @@ from monai_gnerf.engines import PriorTrainer
 from monai_gnerf.config import Config, as_flag
 from monai_gnerf.data import ct_cases, is_ct_collection
 from monai_gnerf.errors import input_error_behind as user_error  # the error a user can fix, behind MONAI's wrappers
-from monai_gnerf.io import check_output
+from monai_gnerf.io import check_output, removed_on_failure
 from monai_gnerf.networks import load_generator
 
 __all__ = [
@@ -172,18 +172,12 @@ def simulate_dataset(
     device = check_device(device)
     overwrite = as_flag("overwrite", overwrite)
     single = not is_ct_collection(dataset_dir)
-    written, created = [], []
-    try:
+    written = []
+    with contextlib.ExitStack() as cases:  # a failing case unwinds every case's folder made so far
         for name, path in ct_cases(dataset_dir):
-            out = Path(output_dir) / (SINGLE_CT_FOLDER if single else name)
+            out = cases.enter_context(removed_on_failure(Path(output_dir) / (SINGLE_CT_FOLDER if single else name)))
             _LOGGER.info(f"simulating {path} -> {out}")
-            if not out.exists():
-                created.append(out)
             written.append(simulate_drrs(path, out, config, device, overwrite))
-    except BaseException:
-        for folder in created:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
     return written
 
 

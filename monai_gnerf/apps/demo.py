@@ -17,7 +17,7 @@ import torch
 from monai_gnerf.apps.generative import example_single_view
 from monai_gnerf.apps.sparse_view import DemoConfig, sparse_view_demo
 from monai_gnerf.config import Config, NonNegativeFloat
-from monai_gnerf.io import check_output
+from monai_gnerf.io import check_output, removed_on_failure
 
 __all__ = ["DEMO_OUTPUTS", "MainDemoConfig", "demo"]
 
@@ -57,10 +57,13 @@ def demo(
         config: demo options.
         device: 'cpu', 'cuda' or 'cuda:N'.
         overwrite: replace the outputs of an earlier demo in OUT.
+
+    A demo that fails (or is interrupted) removes OUT again when it made it.
     """
     config = config or MainDemoConfig()
     check_output(out, "dir", overwrite, DEMO_OUTPUTS)
-    summary = sparse_view_demo(out, config.sparse_view, device)
-    if config.single_view_budget_s > 0:
-        summary["single_view"] = example_single_view(Path(out) / "single_view", config.single_view_budget_s, device)
+    with removed_on_failure(out):
+        summary = sparse_view_demo(out, config.sparse_view, device)
+        if config.single_view_budget_s > 0:
+            summary["single_view"] = example_single_view(Path(out) / "single_view", config.single_view_budget_s, device)
     return summary

@@ -8,6 +8,8 @@
   on success; a failed or interrupted write (including a full disk or a folder made read-only
   mid-run, reported as one :class:`~monai_gnerf.errors.GnerfInputError` line) leaves nothing
   partial behind.
+* :func:`removed_on_failure`: a job that writes into its output folder as it goes (the demo)
+  removes the folder again when it fails, if the job created it.
 * :func:`json_text`: the text of a summary file (``metrics.json``, ``fit.json``): strict JSON, with
   a non-finite number (the PSNR of identical images) written as ``null``.
 """
@@ -27,7 +29,7 @@ from typing import Literal
 
 from monai_gnerf.errors import GnerfInputError
 
-__all__ = ["atomic_output_dir", "atomic_output_file", "check_output", "format_bytes", "json_text"]
+__all__ = ["atomic_output_dir", "atomic_output_file", "check_output", "format_bytes", "json_text", "removed_on_failure"]
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR}
 _SPACE_MARGIN = 1.1  # ask for 10 % more free space than the estimate
@@ -167,6 +169,20 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder: str | Path) -> Iterator[Path]:
+    """Yield ``folder``; if the block fails (or is interrupted) and the folder did not exist
+    before it, the folder is removed. A folder that existed is left as it is."""
+    folder = Path(folder)
+    created = not folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def json_text(data: object) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import torch
 
 from monai_gnerf.apps.cli import main
 from monai_gnerf.data import example_ct_path
+from monai_gnerf.engines import ReconstructionConfig
 from monai_gnerf.geometry import load_geometry, volume_center_mm
 from monai_gnerf.io import load_ct, load_projections, read_png16, save_projections, save_volume
 from monai_gnerf.networks import read_generator_header
@@ -86,6 +88,22 @@ def test_reconstruct_and_demo_commands(tmp_path, capsys):
     volume = nib.load(single / "volume.nii.gz")
     centre = volume.affine @ np.array([*(np.array(volume.shape) - 1) / 2.0, 1.0])
     assert np.allclose(centre[:3], volume_center_mm(ct.affine, ct.shape).numpy(), atol=1e-3)  # overlays the CT
+
+
+def test_an_interrupted_demo_leaves_no_output_folder(tmp_path, monkeypatch):
+    """The sparse-view half has written its files when the single-view half is interrupted: all go."""
+    demo_module = importlib.import_module("monai_gnerf.apps.demo")  # the package exports the function demo
+
+    def interrupted(*_args, **_kwargs):
+        assert (tmp_path / "demo" / "figure.png").is_file()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_module, "example_single_view", interrupted)
+    fit = ReconstructionConfig(budget_s=1.0)
+    config = demo_module.MainDemoConfig(sparse_view=demo_module.DemoConfig(views=4, spacing_mm=8.0, fit=fit))
+    with pytest.raises(KeyboardInterrupt):
+        demo_module.demo(tmp_path / "demo", config)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_prior_then_single_view_commands(tmp_path, capsys):

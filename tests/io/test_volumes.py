@@ -9,7 +9,14 @@ from dicom_utils import write_ct_series
 from monai_gnerf.data import example_ct_path, example_mask_path
 from monai_gnerf.errors import VolumeError
 from monai_gnerf.geometry import load_geometry
-from monai_gnerf.io import atomic_output_dir, atomic_output_file, geometry_from_dicom, load_ct, save_volume
+from monai_gnerf.io import (
+    atomic_output_dir,
+    atomic_output_file,
+    geometry_from_dicom,
+    load_ct,
+    removed_on_failure,
+    save_volume,
+)
 
 
 def save_nifti(path, array, affine=None):
@@ -99,6 +106,23 @@ def test_atomic_outputs_leave_nothing_behind_on_failure(tmp_path):
     with atomic_output_dir(tmp_path / "out") as staging:
         (staging / "done.txt").write_text("ok")
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "done.txt").read_text() == "ok"
+
+
+def test_a_failed_job_removes_the_folder_it_made_and_keeps_one_that_existed(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with removed_on_failure(tmp_path / "new") as out:
+            (out / "deep").mkdir(parents=True)
+            raise KeyboardInterrupt
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "earlier.txt").write_text("kept")
+    with pytest.raises(RuntimeError):
+        with removed_on_failure(tmp_path / "old") as out:
+            (out / "half.txt").write_text("partial")
+            raise RuntimeError("disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["old"] and (tmp_path / "old" / "earlier.txt").read_text() == "kept"
+    with removed_on_failure(tmp_path / "done") as out:
+        out.mkdir()
+    assert (tmp_path / "done").is_dir()
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
