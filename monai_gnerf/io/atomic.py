@@ -57,7 +57,7 @@ def check_output(
     overwrite: bool = False,
     contents: Sequence[str] | None = None,
     estimated_bytes: float = 0.0,
-    option: str = "--out",
+    option: str = "output",
 ) -> Path:
     """Check an output destination before any work starts.
 
@@ -68,7 +68,8 @@ def check_output(
         contents: for a folder, the names the job writes in it: the folder counts as an existing
             output only when one of them is there (``None``: when it is not empty).
         estimated_bytes: the size the job will write; the disk must have that much free.
-        option: the option that named ``path``, for the message.
+        option: the option that named ``path``, for the message (default ``output``: the same
+            word for the CLI's ``--out`` and the bundle's ``output_dir``).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.

@@ -238,7 +238,7 @@ def test_evaluate_command_scores_a_known_offset_in_3d_and_2d(tmp_path, capsys):
         (["evaluate", "--reconstructions", "{ct}", "--references", "{ct}", "--out", "{bad}"], "is a file, not a folder"),
         (["train-prior", "--out", "{out}", "--data", "{bad}", "--pca_init", "False", "--volume_weight", "0",
           "--subjects", "2", "--calibration_subjects", "0", "--detector_size", "16"], "could not read CT"),
-        (["drr", "{ct}", "--out", ""], "--out is empty; give a folder name."),
+        (["drr", "{ct}", "--out", ""], "output is empty; give a folder name."),
         (["train-prior", "--out", "{out}", "--data", "{empty}"], "empty; it needs CT files, DICOM series folders"),
         (["evaluate", "--reconstructions", "{ct}", "--references", "{air}", "--out", "{out}"],
          "the reference volume (clipped at air) is constant (-1000 everywhere)"),
