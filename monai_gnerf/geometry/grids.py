@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
@@ -22,6 +23,8 @@ __all__ = [
     "resample_area",
     "resample_nearest",
 ]
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def volume_center_mm(affine: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -76,8 +79,19 @@ def resampled_affine(affine: torch.Tensor, old_shape: Sequence[int], new_shape: 
 def grid_for_spacing(shape: Sequence[int], affine: torch.Tensor, spacing_mm: float) -> tuple[tuple[int, ...], torch.Tensor]:
     """The same field of view sampled at about ``spacing_mm`` (whole voxels, box kept exactly)."""
     spacing = torch.linalg.vector_norm(torch.as_tensor(affine, dtype=torch.float64)[:3, :3], dim=0)
-    new_shape = tuple(max(2, int(round(n * float(s) / spacing_mm))) for n, s in zip(shape, spacing))
+    new_shape = _voxel_counts([n * float(s) for n, s in zip(shape, spacing)], spacing_mm)
     return new_shape, resampled_affine(affine, shape, new_shape)
+
+
+def _voxel_counts(extents_mm: Sequence[float], spacing_mm: float) -> tuple[int, ...]:
+    """Whole voxels of about ``spacing_mm`` across each extent: at least 2, with one warning when
+    the spacing asks for fewer (it is coarser than the field of view)."""
+    counts = [int(round(extent / spacing_mm)) for extent in extents_mm]
+    if min(counts) < 2:
+        box = " x ".join(f"{extent:.0f}" for extent in extents_mm)
+        _LOGGER.warning(f"a spacing of {spacing_mm:g} mm is coarser than the {box} mm field of view; "
+                        "axes with fewer than 2 voxels get 2.")  # fmt: skip
+    return tuple(max(2, count) for count in counts)
 
 
 def geometry_grid(geometry: ProjectionGeometry, spacing_mm: float | None = None) -> tuple[tuple[int, ...], torch.Tensor]:
@@ -92,7 +106,7 @@ def geometry_grid(geometry: ProjectionGeometry, spacing_mm: float | None = None)
     width = geometry.detector_shape[1] * geometry.pixel_spacing_mm[1] / m
     height = geometry.detector_shape[0] * geometry.pixel_spacing_mm[0] / m
     spacing = spacing_mm or geometry.pixel_spacing_mm[1] / m
-    shape = tuple(max(2, int(round(extent / spacing))) for extent in (width, width, height))
+    shape = _voxel_counts((width, width, height), spacing)
     affine = torch.eye(4, dtype=torch.float64)
     for axis, n in enumerate(shape):
         affine[axis, axis] = spacing

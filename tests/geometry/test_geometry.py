@@ -8,7 +8,7 @@ import torch
 
 from monai_gnerf.data import Ellipsoid, EllipsoidPhantom
 from monai_gnerf.errors import GeometryError
-from monai_gnerf.geometry import ProjectionGeometry, list_presets, load_geometry
+from monai_gnerf.geometry import ProjectionGeometry, grid_for_spacing, list_presets, load_geometry, volume_center_mm
 from monai_gnerf.render import render_drr
 
 
@@ -154,3 +154,16 @@ def test_subset_and_resolved():
 def test_load_geometry_reports_unknown_names():
     with pytest.raises(GeometryError, match="presets: .*mednerf_chest"):
         load_geometry("no_such_preset")
+
+
+def test_a_spacing_coarser_than_the_field_of_view_keeps_two_voxels_and_warns(caplog):
+    affine = torch.diag(torch.tensor([2.5, 2.5, 2.5, 1.0], dtype=torch.float64))
+    with caplog.at_level("WARNING", logger="monai_gnerf.geometry.grids"):
+        shape, coarse = grid_for_spacing((144, 144, 8), affine, 15.0)
+    assert shape == (24, 24, 2)  # 20 mm thick: 2 voxels, not the 1 that 15 mm would give
+    assert caplog.text.count("coarser than the 360 x 360 x 20 mm field of view") == 1
+    assert torch.allclose(volume_center_mm(coarse, shape), volume_center_mm(affine, (144, 144, 8)))  # same box
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="monai_gnerf.geometry.grids"):
+        assert grid_for_spacing((144, 144, 8), affine, 10.0)[0] == (36, 36, 2)
+    assert caplog.text == ""
