@@ -45,10 +45,9 @@ from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry, volume_center_mm
 from monai_gnerf.io import (
     atomic_output_dir,
-    atomic_output_file,
     check_output,
     dicom_identifiers_of_file,
-    json_text,
+    write_json,
     projection_folder_bytes,
     load_ct,
     save_dicom_series,
@@ -401,7 +400,7 @@ class SingleViewWriter:
                 hu = to_units(result.volume.cpu(), "hu", MU_WATER_PER_MM)
                 save_dicom_series(staging / "volume_dicom", hu, result.affine, dicom_identifiers_of_file(xray),
                                   "monai-gnerf single view")  # fmt: skip
-            (staging / "fit.json").write_text(json_text(summary))
+            write_json(staging / "fit.json", summary)
             fit_figure(staging / "fit.png", result.input_view.cpu(), views[0], fit.history)
         _LOGGER.info(f"wrote {self.output_dir}: {config.views} views, volume {config.volume_size}^3 ({config.units})")
         return summary
@@ -486,6 +485,5 @@ def example_single_view(
     summary["figure"] = str(single_view_figure(
         out / "figure.png", [("example CT, one PA DRR -> shipped prior", true_views, views, true_volume, volume)], affine
     ))  # fmt: skip
-    with atomic_output_file(out / "metrics.json") as tmp:
-        tmp.write_text(json_text(summary))
+    write_json(out / "metrics.json", summary)
     return summary

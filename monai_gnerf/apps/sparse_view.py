@@ -33,10 +33,9 @@ from monai_gnerf.geometry import (
     resample_nearest,
 )
 from monai_gnerf.io import (
-    atomic_output_file,
     check_output,
     check_volume_path,
-    json_text,
+    write_json,
     save_dicom_series,
     load_ct,
     load_projections,
@@ -242,8 +241,7 @@ def sparse_view_demo(
         "config": config_to_dict(config),
         "outputs": {**{k: str(v) for k, v in paths.items()}, "figure": str(figure)},
     }
-    with atomic_output_file(out / "metrics.json") as tmp:
-        tmp.write_text(json_text(summary))
+    write_json(out / "metrics.json", summary)
     save_projections(out / "projections", projections.as_tensor(), geo, {"mu_water_per_mm": MU_WATER_PER_MM,
                      "volume_affine": ct.affine.tolist(), "volume_shape": list(ct.shape)})  # fmt: skip
     return summary

@@ -10,8 +10,8 @@
   partial behind.
 * :func:`removed_on_failure`: a job that writes into its output folder as it goes (the demo)
   removes the folder again when it fails, if the job created it.
-* :func:`json_text`: the text of a summary file (``metrics.json``, ``fit.json``): strict JSON, with
-  a non-finite number (the PSNR of identical images) written as ``null``.
+* :func:`write_json`: a summary file (``metrics.json``, ``fit.json``), atomically, as strict JSON:
+  a non-finite number (the PSNR of identical images) is written as ``null``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Literal
 
 from monai_gnerf.errors import GnerfInputError
 
-__all__ = ["atomic_output_dir", "atomic_output_file", "check_output", "format_bytes", "json_text", "removed_on_failure"]
+__all__ = ["atomic_output_dir", "atomic_output_file", "check_output", "format_bytes", "removed_on_failure", "write_json"]
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR}
 _SPACE_MARGIN = 1.1  # ask for 10 % more free space than the estimate
@@ -186,9 +186,11 @@ def removed_on_failure(folder: str | Path) -> Iterator[Path]:
         raise
 
 
-def json_text(data: object) -> str:
-    """Indented strict JSON of ``data`` (ending in a newline); non-finite floats become ``null``."""
-    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+def write_json(path: str | Path, data: object) -> Path:
+    """Write ``data`` as indented strict JSON (atomically); non-finite floats become ``null``."""
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    return Path(path)
 
 
 def _finite(data: object) -> object:

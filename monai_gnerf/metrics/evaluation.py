@@ -54,7 +54,7 @@ from torch import nn
 from monai_gnerf.data import ct_cases, is_ct_collection, resolve_ct_path
 from monai_gnerf.errors import GnerfInputError, input_errors_surface
 from monai_gnerf.geometry import resample_area, resampled_affine
-from monai_gnerf.io import atomic_output_file, check_output, json_text, load_ct, load_projections
+from monai_gnerf.io import atomic_output_file, check_output, load_ct, load_projections, write_json
 from monai_gnerf.metrics.features import RandomConvFeatures, TorchScriptFeatures, extract_features
 from monai_gnerf.metrics.image import gmsd, normalize_to_reference, psnr, ssim
 
@@ -492,8 +492,7 @@ def evaluate_test_set(
         }
         summary["outputs"]["metrics_2d_csv"] = str(path)
     summary["outputs"]["metrics_json"] = str(output_dir / "metrics.json")
-    with atomic_output_file(output_dir / "metrics.json") as tmp:
-        tmp.write_text(json_text(summary))
+    write_json(output_dir / "metrics.json", summary)
     for kind in ("volumes", "projections"):
         for name, value in summary.get(kind, {}).get("mean", {}).items():
             _LOGGER.info(f"mean {kind} {name}: {value:.4f}" if math.isfinite(value) else f"mean {kind} {name}: {value}")
