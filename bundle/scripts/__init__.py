@@ -15,6 +15,10 @@ bundle needs:
   error surfaces as ``SystemExit(2)`` after the line. The config dataclass nodes of the job
   configs are declared ``"_mode_": "callable"``, so MONAI hands over their constructors and this
   function builds them: the type and range checks of a bad override happen here.
+* :class:`RunOutput`: the output folder of one run. ``reconstruct.json`` and ``inference.json``
+  simulate their example input into ``output_dir`` before their job; they call every step through
+  one ``RunOutput``'s :meth:`~RunOutput.run_or_exit`, so a user error in a later step (a missing
+  mask file, a missing VGG weights file) also removes the folder when this run made it.
 * :func:`check_options`: a run step ``run_or_exit(@scripts.check_options, @node, ...)`` ahead of
   any work builds the job's config nodes, so a bad option is refused before anything is written
   (``reconstruct.json`` and ``inference.json`` simulate their example input first).
@@ -42,6 +46,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -60,6 +65,7 @@ from monai_gnerf.networks import load_generator
 
 __all__ = [
     "SINGLE_CT_FOLDER",
+    "RunOutput",
     "check_options",
     "check_training_inputs",
     "report_errors_in_one_line",
@@ -91,6 +97,37 @@ def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise
         print(f"monai-gnerf: error: {found}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+class RunOutput:
+    """The output folder of one bundle run: removed when a step of the run ends in a user error
+    and the run made the folder (one that existed before is left as it is).
+
+    A config makes it before its first step writes and calls its steps through it::
+
+        "output": "$@scripts.RunOutput(@output_dir)",
+        "run": ["$@output.run_or_exit(@scripts.check_options, @job_config)", ...]
+
+    MONAI resolves ``@output`` once per run, at its first reference, so whether the folder existed
+    is recorded before anything is written. Only user errors remove it: after a Ctrl-C the folder
+    (and any checkpoints a ``work_dir`` inside it holds) stays for a resumed run.
+
+    Args:
+        folder: the run's ``output_dir``.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.made_by_this_run = not self.folder.exists()
+
+    def run_or_exit(self, job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """:func:`run_or_exit`, removing the folder first when it ends the run."""
+        try:
+            return run_or_exit(job, *args, **kwargs)
+        except SystemExit:
+            if self.made_by_this_run:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            raise
 
 
 def check_options(*nodes: Any) -> tuple[Any, ...]:

@@ -553,6 +553,10 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         # without inputs the configs simulate the example first: a bad option stops them before that
         ("reconstruct.json", {"fit#lr": 0.01}, "ReconstructionConfig has no option lr"),
         ("inference.json", {"fit#weighting": "learned"}, "weighting must be 'fixed', 'uncertainty'"),
+        # ... and an error of the job after the example was written removes the folder this run made
+        ("reconstruct.json", {"sparse_view#mask": "{tmp}/missing_mask.nii.gz"},
+         "mask must be 'silhouette', 'none' or a mask file; {tmp}/missing_mask.nii.gz does not exist"),
+        ("inference.json", {"fit#structural_loss": "vgg"}, "VGG16 weights file not found: None"),
     ],
 )  # fmt: skip
 def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single, capsys):
