@@ -1,4 +1,5 @@
-"""The package's layers hold (import contracts), and its public names are reachable from the top."""
+"""The package's layers hold (import contracts), its code passes the linter, and its public names are
+reachable from the top."""
 
 from __future__ import annotations
 
@@ -24,6 +25,25 @@ def test_import_contracts_are_kept():
     result = _lint_imports(ROOT, ROOT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Contracts: 2 kept, 0 broken." in result.stdout
+
+
+def _ruff(*paths: Path) -> subprocess.CompletedProcess:
+    ruff = Path(sys.executable).with_name("ruff")
+    return subprocess.run([str(ruff), "check", "--no-cache", *map(str, paths)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_the_code_passes_the_linter():
+    """``ruff check`` with the rules of pyproject.toml on the repository's Python files (what git ignores is skipped)."""
+    result = _ruff(ROOT)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_linter_finds_an_unused_import(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text("import os\n")
+    result = _ruff(module)
+    assert result.returncode == 1 and "F401" in result.stdout
 
 
 def _lint_copy_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
