@@ -16,9 +16,10 @@ bundle needs:
   configs are declared ``"_mode_": "callable"``, so MONAI hands over their constructors and this
   function builds them: the type and range checks of a bad override happen here.
 * :class:`RunOutput`: the output folder of one run. ``reconstruct.json`` and ``inference.json``
-  simulate their example input into ``output_dir`` before their job; they call every step through
-  one ``RunOutput``'s :meth:`~RunOutput.run_or_exit`, so a user error in a later step (a missing
-  mask file, a missing VGG weights file) also removes the folder when this run made it.
+  simulate their example input into ``output_dir`` before their job; they start with
+  :meth:`RunOutput.start` and call every other step through its :meth:`~RunOutput.run_or_exit`,
+  so a user error in a later step (a missing mask file, a missing VGG weights file) also removes
+  the folder when this run made it.
 * :func:`check_options`: a run step ``run_or_exit(@scripts.check_options, @node, ...)`` ahead of
   any work builds the job's config nodes, so a bad option is refused before anything is written
   (``reconstruct.json`` and ``inference.json`` simulate their example input first).
@@ -100,17 +101,19 @@ def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 class RunOutput:
-    """The output folder of one bundle run: removed when a step of the run ends in a user error
-    and the run made the folder (one that existed before is left as it is).
+    """The output folder of a bundle run: removed when a step of the run ends in a user error and
+    the run made the folder (one that existed when the run started is left as it is).
 
-    A config makes it before its first step writes and calls its steps through it::
+    A config calls :meth:`start` as its first step, before anything is written, then its other
+    steps through :meth:`run_or_exit`::
 
         "output": "$@scripts.RunOutput(@output_dir)",
-        "run": ["$@output.run_or_exit(@scripts.check_options, @job_config)", ...]
+        "run": ["$@output.run_or_exit(@output.start)", "$@output.run_or_exit(job, ...)", ...]
 
-    MONAI resolves ``@output`` once per run, at its first reference, so whether the folder existed
-    is recorded before anything is written. Only user errors remove it: after a Ctrl-C the folder
-    (and any checkpoints a ``work_dir`` inside it holds) stays for a resumed run.
+    MONAI builds ``@output`` once per workflow; :meth:`start` records the folder's existence at
+    every run, so a workflow run again in one process (whose second run may fail because the first
+    one's output exists) never removes the first run's results. Only user errors remove the folder:
+    after a Ctrl-C it stays (with any checkpoints a ``work_dir`` inside it holds) for a resumed run.
 
     Args:
         folder: the run's ``output_dir``.
@@ -118,6 +121,10 @@ class RunOutput:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.made_by_this_run = False
+
+    def start(self) -> None:
+        """The run's first step: record whether the folder exists before the run writes."""
         self.made_by_this_run = not self.folder.exists()
 
     def run_or_exit(self, job: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -580,6 +580,31 @@ def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_
         pytest.fail("no error")
     assert not (tmp_path / "out").exists()
 
+def _write_then_fail(folder: Path) -> None:
+    (folder / "input").mkdir(parents=True, exist_ok=True)
+    raise GnerfInputError("bad input after writing")
+
+
+def test_run_output_removes_only_a_folder_its_run_made(tmp_path, capsys):
+    """A run that made ``output_dir`` and ends in a user error removes it; a run of the same
+    workflow object again (the first run's results in place) leaves them."""
+    folder = tmp_path / "out"
+    output = bundle_scripts.RunOutput(folder)
+    output.run_or_exit(output.start)
+    with pytest.raises(SystemExit) as failed:
+        output.run_or_exit(_write_then_fail, folder)
+    assert failed.value.code == 2 and not folder.exists()
+    assert capsys.readouterr().err.strip() == "monai-gnerf: error: bad input after writing"
+
+    output.run_or_exit(output.start)  # a first run that succeeds
+    (folder / "result.nii.gz").parent.mkdir(parents=True)
+    (folder / "result.nii.gz").write_bytes(b"1")
+    output.run_or_exit(output.start)  # the same workflow run again fails after writing: results stay
+    with pytest.raises(SystemExit):
+        output.run_or_exit(_write_then_fail, folder)
+    assert (folder / "result.nii.gz").read_bytes() == b"1"
+
+
 # ---------------------------------------------------------------------------------------------- docs
 
 
