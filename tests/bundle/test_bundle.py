@@ -580,6 +580,7 @@ def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_
         pytest.fail("no error")
     assert not (tmp_path / "out").exists()
 
+
 def _write_then_fail(folder: Path) -> None:
     (folder / "input").mkdir(parents=True, exist_ok=True)
     raise GnerfInputError("bad input after writing")
