@@ -327,7 +327,7 @@ class PriorStart:
         if config.starts_from_pca and dataset.num_subjects < 2:
             raise GnerfInputError(
                 f"pca_init needs at least 2 training subjects, the data has {dataset.num_subjects}; "
-                "add subjects or set pca_init False."
+                "add subjects (from one CT, its random variations: data 'varied:<CT>') or set pca_init False."
             )
         g = config.generator
         self.generator = generator
