@@ -21,6 +21,7 @@ from monai_gnerf.engines import (
     FieldComponents,
     ReconstructionConfig,
     ReconstructionResult,
+    field_supersampling,
     reconstruct,
 )
 from monai_gnerf.errors import GnerfInputError
@@ -143,7 +144,9 @@ def reconstruct_folder(
     meta = dict(projections.meta)
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
     voxels = math.prod(shape)
-    check_memory(FIELD_BYTES_PER_VOXEL * voxels, f"a {'x'.join(map(str, shape))} reconstruction grid")
+    factor = field_supersampling(config.fit, geometry, affine)
+    finer = f", fitted {factor}x finer (supersample {factor})," if factor > 1 else ""
+    check_memory(FIELD_BYTES_PER_VOXEL * voxels * factor**3, f"a {'x'.join(map(str, shape))} reconstruction grid{finer}")
     check_volume_path(check_output(out, "file", overwrite, estimated_bytes=4 * voxels))
     check_output(figure_path(out), "file", overwrite)
     if dicom_dir is not None:

@@ -186,3 +186,40 @@ def test_exported_nifti_has_the_source_ct_affine(tmp_path):
         assert np.allclose(written.affine, affine, atol=1e-4)
         inside = np.asarray(written.dataobj)[12:24, 14:26, 10:20].mean()
         assert inside > -600  # tissue where the CT has tissue (HU)
+
+
+def test_the_field_is_as_fine_as_the_detector_resolves_up_to_half_a_voxel():
+    from monai_gnerf.engines import field_supersampling
+    from monai_gnerf.geometry import load_geometry
+
+    def factor(preset, spacing_mm, **options):
+        return field_supersampling(ReconstructionConfig(**options), load_geometry(preset), torch.diag(torch.tensor([spacing_mm] * 3 + [1.0])))
+
+    assert load_geometry("chest_cbct").pixel_spacing_mm[0] / load_geometry("chest_cbct").magnification == 2.5
+    assert factor("chest_cbct", 2.5) == 1  # 2.5 mm pixels at the isocenter
+    assert factor("chest_cbct", 5.0) == 2
+    assert factor("naf", 2.5) == 2  # 1 mm pixels at the isocenter: 2.5, at most 2
+    assert factor("naf", 1.4) == 1
+    assert factor("naf", 2.5, supersample=1) == 1 and factor("chest_cbct", 2.5, supersample=3) == 3
+    assert factor("naf", 2.5, method="naf") == factor("naf", 2.5, method="fdk") == 1
+
+
+def test_a_field_finer_than_the_output_fits_sharp_edges_a_voxel_cannot_hold():
+    """A sharp phantom seen by a detector three times finer than the 10 mm grid: fitted on 5 mm
+    voxels and averaged, the output is far closer to the voxel-averaged truth than a fit on 10 mm."""
+    phantom = shepp_logan_phantom(90.0, profile=0)
+    shape, spacing = (20, 20, 20), (10.0, 10.0, 10.0)
+    affine = grid_affine(shape, spacing)
+    g = ProjectionGeometry(
+        beam="cone", angles_deg=tuple(range(0, 360, 12)), detector_shape=(64, 64), pixel_spacing_mm=(4.8, 4.8),
+        source_to_isocenter_mm=500.0, source_to_detector_mm=800.0, isocenter_mm=(0.0, 0.0, 0.0),
+    )  # fmt: skip
+    truth = phantom.voxelize(shape, spacing, supersample=4).as_tensor()
+    projections = phantom.line_integrals(*g.rays(dtype=torch.float64)).float()
+    scores = {}
+    for supersample in (1, None):
+        config = ReconstructionConfig(max_iterations=150, budget_s=None, rays_per_batch=8192, supersample=supersample)
+        result = reconstruct(projections, g, shape, affine, config, reference=truth, progress=False)
+        assert tuple(result.volume.shape) == shape and torch.equal(result.volume.affine, affine)
+        scores[supersample] = result.metrics["psnr_3d"]
+    assert scores[None] > scores[1] + 6.0  # measured: 26.8 and 37.6 dB
