@@ -268,7 +268,7 @@ def model_view_of_xray(xray: str | Path, header: GeneratorHeader, config: Single
     """The X-ray intake shared by the CLI, the bundle and Slicer: file -> line integrals on the model detector.
 
     Args:
-        xray: the radiograph file (DICOM, NRRD/NIfTI/MHA, PNG).
+        xray: the radiograph file (DICOM, NRRD/NIfTI/MHA, PNG/JPEG/TIFF).
         header: the generator file's header (geometry, ``reference_max``, ``silhouette_width_fraction``).
         config: the job's options (``pixel_spacing_mm``, ``centre_silhouette``).
     """

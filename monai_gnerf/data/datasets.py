@@ -30,7 +30,7 @@ from monai_gnerf.data.phantoms import EllipsoidPhantom
 from monai_gnerf.data.population import VALIDATION_START, CTPopulation, PhantomPopulation, VolumeSubject
 from monai_gnerf.errors import GnerfInputError, input_errors_surface
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
-from monai_gnerf.io import read_png16
+from monai_gnerf.io import check_png, read_png16
 from monai_gnerf.render import sample_volume_at
 
 __all__ = [
@@ -237,6 +237,9 @@ class MedNeRFFolderDataset(_ViewDataset):
         if len(counts) != 1:
             raise GnerfInputError(f"subjects in {root} have different numbers of views: {sorted(counts)}")
         num_views = counts.pop()
+        for files in self.subject_files:  # an unreadable view fails now, not in the middle of training
+            for path in files:
+                check_png(path)
         self.angles_deg = tuple(360.0 * v / num_views for v in range(num_views))
         self.num_subjects = len(self.subject_files)
         self.full_scale = full_scale

@@ -135,7 +135,10 @@ class LatentPrior:
         if mean.ndim != 1 or tuple(covariance.shape) != (mean.shape[0],) * 2:
             raise GnerfInputError(f"latent prior: mean {tuple(mean.shape)} and covariance {tuple(covariance.shape)}.")
         self.mean = mean.float()
-        self.cholesky = torch.linalg.cholesky(covariance.double()).float()
+        factor, info = torch.linalg.cholesky_ex(covariance.double())
+        if info.item() != 0 or not (torch.isfinite(mean).all() and torch.isfinite(factor).all()):
+            raise GnerfInputError("latent prior: its mean is not finite or its covariance is not positive definite.")
+        self.cholesky = factor.float()
         self.residual_mse = residual_mse
 
     @classmethod

@@ -13,6 +13,7 @@ The NIfTI stack is the exact data; PNGs are for viewing and for tools that expec
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,10 @@ from monai_gnerf.geometry import ProjectionGeometry, projection_affine
 from monai_gnerf.io.atomic import atomic_output_dir
 from monai_gnerf.io.readers import load_image
 
-__all__ = ["PROJECTION_FOLDER_CONTENTS", "png_full_scale", "projection_folder_bytes", "read_projection_meta", "save_projections", "load_projections", "write_png16", "read_png16"]
+__all__ = [
+    "PROJECTION_FOLDER_CONTENTS", "check_png", "load_projections", "meta_number", "png_full_scale", "projection_folder_bytes",
+    "read_png16", "read_projection_meta", "save_projections", "write_png16",
+]  # fmt: skip
 
 _FORMAT = "monai-gnerf projections"
 _VERSION = 1
@@ -51,8 +55,25 @@ def read_png16(path: Path, full_scale: float = 65535.0) -> np.ndarray:
             sixteen_bit = im.mode.startswith("I")
             array = np.asarray(im if sixteen_bit else im.convert("L"), dtype=np.float32)
     except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-        raise GnerfInputError(f"could not read PNG {path}: {first_line(err)}") from None
+        raise _unreadable_png(path, err) from None
     return array / (65535.0 if sixteen_bit else 255.0) * full_scale
+
+
+def check_png(path: Path) -> None:
+    """Refuse a file whose header is not an image's, without decoding its pixels (a cheap check of
+    many views before long work).
+
+    Raises:
+        GnerfInputError: the file is not a readable image.
+    """
+    try:
+        Image.open(path).close()
+    except (OSError, ValueError) as err:
+        raise _unreadable_png(path, err) from None
+
+
+def _unreadable_png(path: Path, err: BaseException) -> GnerfInputError:
+    return GnerfInputError(f"could not read PNG {path}: {first_line(err)}")
 
 
 def save_projections(
@@ -121,15 +142,41 @@ def read_projection_meta(path: Path) -> dict[str, Any]:
         raise GnerfInputError(f"{path} is not valid JSON: {first_line(err)}.") from None
     if not isinstance(meta, dict):
         raise GnerfInputError(f"{path} must hold a JSON object, got {type(meta).__name__}.")
+    meta_number(meta, "mu_water_per_mm", path)
+    _check_volume_grid(meta, path)
     return meta
+
+
+def meta_number(meta: dict[str, Any], key: str, path: Path, default: float | None = None) -> float | None:
+    """A positive finite number of ``projections.json`` (``path``), ``default`` when it is absent."""
+    value = meta.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise GnerfInputError(f"{path}: {key} must be a positive number, got {value!r}.")
+    return float(value)
+
+
+def _check_volume_grid(meta: dict[str, Any], path: Path) -> None:
+    """The source grid a folder records (``volume_affine`` with ``volume_shape``) is a usable grid."""
+    if ("volume_affine" in meta) != ("volume_shape" in meta):
+        raise GnerfInputError(f"{path}: volume_affine and volume_shape go together; give both or neither.")
+    if "volume_affine" not in meta:
+        return
+    shape = meta["volume_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int and n >= 1 for n in shape)):
+        raise GnerfInputError(f"{path}: volume_shape must be 3 whole numbers >= 1, got {shape!r}.")
+    try:
+        affine = np.asarray(meta["volume_affine"], dtype=np.float64)
+    except (TypeError, ValueError):
+        affine = np.zeros(0)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise GnerfInputError(f"{path}: volume_affine must be an invertible 4x4 matrix of numbers (voxel index -> mm).")
 
 
 def png_full_scale(meta: dict[str, Any], folder: Path) -> float:
     """The line integral of a white PNG pixel recorded in a folder's ``projections.json`` (default 1)."""
-    value = meta.get("png_full_scale", 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise GnerfInputError(f"{folder}/projections.json: png_full_scale must be a positive number, got {value!r}.")
-    return float(value)
+    return meta_number(meta, "png_full_scale", folder / "projections.json", 1.0)  # type: ignore[return-value]
 
 
 def _view_order(path: Path) -> list[Any]:

@@ -92,6 +92,25 @@ def check_slice_spacing(headers: list[pydicom.Dataset], tolerance: float = 0.01)
         )
 
 
+def _check_slice_grid(headers: list[pydicom.Dataset], folder: Path) -> None:
+    """Refuse a DICOM series whose slices differ in size or lack a usable PixelSpacing (ITK would
+    read the first as another series and the second as 1 mm).
+
+    Raises:
+        VolumeError: naming the sizes, or the file and its PixelSpacing.
+    """
+    sizes = sorted({(int(h.get("Rows", 0)), int(h.get("Columns", 0))) for h in headers})
+    if len(sizes) > 1:
+        raise VolumeError(f"DICOM series {folder} has slices of different sizes (rows, columns) {sizes}; give one series.")
+    for header in headers:
+        spacing = [float(s) for s in header.get("PixelSpacing", [])]
+        if len(spacing) != 2 or not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise VolumeError(
+                f"{header.filename}: PixelSpacing (0028,0030) {spacing or 'missing'} is not a pixel spacing; "
+                "the voxel size of a CT must be known."
+            )
+
+
 def _reader_for(path: Path) -> str:
     name = path.name.lower()
     if path.is_dir():
@@ -135,7 +154,9 @@ def load_ct(path: str | Path) -> MetaTensor:
     if not path.exists():
         raise VolumeError(f"CT not found: {path}")
     if path.is_dir():
-        check_slice_spacing(_dicom_series(path))  # one regular series, or a clear error; ITK then reads it
+        headers = _dicom_series(path)
+        _check_slice_grid(headers, path)
+        check_slice_spacing(headers)  # one regular series, or a clear error; ITK then reads it
     image = load_image(path, _reader_for(path), "CT", VolumeError)
     image = image.squeeze() if image.ndim > 3 else image
     _validate_ct(image, path)

@@ -9,8 +9,9 @@ Radiographs are not DRRs. :func:`load_xray` reads
   PixelSpacing (detector plane unless PixelSpacingCalibrationType says it was calibrated to the
   patient, then at the isocenter); DistanceSourceToDetector and DistanceSourceToPatient give the
   magnification. A zero, negative or non-finite spacing counts as missing (a warning, no error).
-* NRRD, NIfTI, MHA/MHD and plain PNG with MONAI's ``LoadImage`` (a 2D or one-slice image, e.g.
-  what 3D Slicer exports), with the file's pixel spacing (none for PNG, whose files carry none);
+* NRRD, NIfTI, MHA/MHD and plain PNG, JPEG or TIFF with MONAI's ``LoadImage`` (a 2D or one-slice
+  image, e.g. what 3D Slicer exports or a public chest X-ray set holds), with the file's pixel
+  spacing (none for the plain images, whose files carry none);
 * a PNG inside a monai-gnerf projection folder (``<folder>/png/view_NNN.png`` beside
   ``<folder>/projections.json``), read back as exact line integrals with the folder's geometry.
 
@@ -52,7 +53,8 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
-XRAY_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".png")
+_PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+XRAY_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", *_PLAIN_IMAGE_SUFFIXES)
 """File suffixes read with MONAI's ``LoadImage``; anything else is tried as DICOM."""
 
 
@@ -106,11 +108,17 @@ def _presentation_inverts(ds: pydicom.Dataset) -> bool:
     return str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
 
 
-def _display_values(pixels: np.ndarray, ds: pydicom.Dataset, apply_voi: bool) -> np.ndarray:
-    """Modality LUT, VOI LUT, Presentation LUT; MONOCHROME1 inverted unless the Presentation LUT did."""
+def _display_values(pixels: np.ndarray, ds: pydicom.Dataset, apply_voi: bool, source: str) -> np.ndarray:
+    """Modality LUT, VOI LUT, Presentation LUT; MONOCHROME1 inverted unless the Presentation LUT did.
+
+    An unusable VOI LUT (e.g. a window width of 0) is left out, with a warning naming ``source``.
+    """
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if apply_voi and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        values = apply_voi_lut(values, ds).astype(np.float64)
+        try:
+            values = apply_voi_lut(values, ds).astype(np.float64)
+        except ValueError as err:
+            _LOGGER.warning(f"{source}: its VOI LUT is unusable ({first_line(err)}); the image is read without it.")
     inverted = _presentation_inverts(ds)
     if "PresentationLUTSequence" in ds or "PresentationLUTShape" in ds:
         values = apply_presentation_lut(values, ds).astype(np.float64)
@@ -141,7 +149,7 @@ def _dicom_xray(path: Path, apply_voi: bool) -> XRayImage:
         )
         sdd = sad = None
     return XRayImage(
-        values=torch.from_numpy(_display_values(pixels, ds, apply_voi).astype(np.float32)),
+        values=torch.from_numpy(_display_values(pixels, ds, apply_voi, str(path)).astype(np.float32)),
         is_line_integral=False,
         pixel_spacing_mm=imager or patient,
         source_to_detector_mm=sdd,
@@ -189,19 +197,20 @@ def _image_file_xray(path: Path) -> XRayImage:
     """A 2D or one-slice image through MONAI's ``LoadImage`` (arrays are ``(x, y)``: columns first)."""
     reader = "NibabelReader" if path.name.lower().endswith(NIFTI_SUFFIXES) else "ITKReader"
     image = load_image(path, reader, "X-ray image")
-    if image.ndim == 3 and image.shape[-1] in (3, 4) and path.suffix.lower() == ".png":
+    plain = path.suffix.lower() in _PLAIN_IMAGE_SUFFIXES
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and plain:
         image = image[..., :3].mean(-1)  # an RGB(A) screenshot: its gray level
     keep = [axis for axis, n in enumerate(image.shape) if n > 1]
     if len(keep) != 2:
         raise GnerfInputError(f"{path} has shape {tuple(image.shape)}; an X-ray must be a 2D (or one-slice) image.")
     values = torch.as_tensor(np.asarray(image)).squeeze().T.contiguous()  # (x, y) -> (rows, cols)
     pixdim = [float(image.pixdim[axis]) for axis in keep]
-    spacing = None if path.suffix.lower() == ".png" else _valid_spacing(pixdim[::-1], str(path), "spacing")
+    spacing = None if plain else _valid_spacing(pixdim[::-1], str(path), "spacing")
     return XRayImage(values.float(), False, spacing, None, None, str(path))
 
 
 def load_xray(path: str | Path, apply_voi_lut: bool = True) -> XRayImage:
-    """Read a radiograph (DICOM, NRRD/NIfTI/MHA, PNG); see the module docstring.
+    """Read a radiograph (DICOM, NRRD/NIfTI/MHA, PNG/JPEG/TIFF); see the module docstring.
 
     Raises:
         GnerfInputError: missing or unreadable file, not 2D, or NaN values.

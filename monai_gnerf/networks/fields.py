@@ -28,6 +28,12 @@ __all__ = ["voxel_centers", "AttenuationField", "GridAttenuationField", "MaskedF
 _SOFTPLUS_BETA = 10.0  # sharp softplus: non-negative output that can reach (near) zero
 
 
+def _inverse_softplus(units: torch.Tensor) -> torch.Tensor:
+    """The raw value whose sharp softplus is ``units`` (> 0), without overflow for large values:
+    ``y + log(1 - exp(-beta y)) / beta``."""
+    return units + torch.log(-torch.expm1(-_SOFTPLUS_BETA * units)) / _SOFTPLUS_BETA
+
+
 def voxel_centers(shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
     """Normalized coordinates ``(I*J*K, 3)`` of every voxel centre of a grid, in C order."""
     axes = [torch.linspace(-1.0, 1.0, n, device=device) for n in shape]
@@ -110,7 +116,7 @@ class GridAttenuationField(_Field):
         initial = torch.full(self.shape, 1e-3) if initial_per_mm is None else initial_per_mm.detach().cpu().float()
         with torch.no_grad():  # inverse softplus of the initial value on the finest level
             units = (initial / scale_per_mm).clamp(min=1e-3)
-            self.grids[-1].copy_((torch.expm1(_SOFTPLUS_BETA * units).log() / _SOFTPLUS_BETA)[None, None])
+            self.grids[-1].copy_(_inverse_softplus(units)[None, None])
 
     def _raw_volume(self, shape: Sequence[int]) -> torch.Tensor:
         total = 0.0

@@ -73,7 +73,7 @@ def _header(payload: dict[str, Any], path: str | Path) -> GeneratorHeader:
         config = {"architecture": "graf", **payload["config"]}  # files from before architectures existed
         return GeneratorHeader(config_from_dict(GeneratorConfig, config), load_geometry(payload["geometry"]),
                                dict(payload.get("extra", {})))  # fmt: skip
-    except (TypeError, KeyError, GnerfInputError) as err:
+    except (TypeError, KeyError, ValueError, GnerfInputError) as err:
         raise GnerfInputError(f"incompatible generator file {path}: {first_line(err)}") from None
 
 

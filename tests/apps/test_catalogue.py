@@ -174,6 +174,45 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         files = write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(1.0, 1.0, 2.0))
         files[3].unlink()
         return ["drr", str(work / "series"), *out], r"not evenly spaced: a 4 mm gap after slice 2 where the others are 2 mm"
+    if kind in ("text mu_water_per_mm", "singular volume_affine"):
+        folder = _copy_projections(inputs, work, "p")
+        meta = json.loads((folder / "projections.json").read_text())
+        meta.update({"mu_water_per_mm": "abc"} if kind == "text mu_water_per_mm" else {"volume_affine": [[0.0] * 4] * 4})
+        (folder / "projections.json").write_text(json.dumps(meta))
+        pattern = r"mu_water_per_mm must be a positive number, got 'abc'" if kind == "text mu_water_per_mm" else (
+            r"volume_affine must be an invertible 4x4 matrix")  # fmt: skip
+        return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), *FIT], pattern
+    if kind in ("generator extra not a mapping", "NaN latent covariance"):
+        generator, geometry, extra = load_generator(example_prior_path())
+        if kind == "NaN latent covariance":
+            save_generator(work / "g.pt", generator, geometry, {**extra, "latent_covariance": torch.full_like(
+                torch.as_tensor(extra["latent_covariance"]), float("nan"))})  # fmt: skip
+            pattern = r"covariance is not positive definite"
+        else:
+            payload = torch.load(example_prior_path(), weights_only=True)
+            torch.save({**payload, "extra": "abc"}, work / "g.pt")
+            pattern = r"incompatible generator file"
+        return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "g.pt"), *out], pattern
+    if kind == "DICOM series with zero PixelSpacing":
+        write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(0.0, 0.0, 2.0))
+        return ["drr", str(work / "series"), *out], r"PixelSpacing \(0028,0030\) \[0.0, 0.0\] is not a pixel spacing"
+    if kind == "DICOM series of two slice sizes":
+        import pydicom
+
+        files = write_ct_series(work / "series", np.zeros((6, 8, 8)))
+        ds = pydicom.dcmread(files[2])
+        ds.Rows = ds.Columns = 4
+        ds.PixelData = np.zeros((4, 4), np.int16).tobytes()
+        ds.save_as(files[2])
+        return ["drr", str(work / "series"), *out], r"slices of different sizes \(rows, columns\) \[\(4, 4\), \(8, 8\)\]"
+    if kind == "MedNeRF folder with an unreadable view":
+        for subject in ("s0", "s1"):
+            (work / "mn" / subject).mkdir(parents=True)
+            for view in range(4):
+                Image.fromarray(np.full((16, 16), 50 + view, np.uint8)).save(work / "mn" / subject / f"{view:03d}.png")
+        (work / "mn" / "s1" / "001.png").write_text("x")
+        return ["train-prior", "--data", str(work / "mn"), *out, "--max_iterations", "1", "--pca_init", "False",
+                "--volume_weight", "0"], r"could not read PNG .*s1/001.png"  # fmt: skip
     if kind == "source inside the volume":
         geometry = {**TINY_GEOMETRY, "source_to_isocenter_mm": 20.0, "source_to_detector_mm": 100.0}
         (work / "g.json").write_text(json.dumps(geometry))
@@ -189,6 +228,9 @@ CORRUPT_CASES = [
     "truncated stack", "corrupt projections.json", "negative projections", "empty checkpoint", "NaN-weight checkpoint",
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
     "truncated CT", "DICOM series with a missing slice", "source inside the volume", "detector of 960 GB",
+    "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
+    "NaN latent covariance", "DICOM series with zero PixelSpacing", "DICOM series of two slice sizes",
+    "MedNeRF folder with an unreadable view",
 ]  # fmt: skip
 
 
@@ -196,6 +238,16 @@ CORRUPT_CASES = [
 def test_corrupt_and_nonsense_inputs_are_refused(kind, inputs, tmp_path, capsys):
     argv, pattern = _write_corrupt(kind, inputs, tmp_path)
     _fails_with_one_line(argv, tmp_path, capsys, pattern)
+
+
+def test_projections_of_metal_like_density_are_fitted_without_overflow(inputs, tmp_path):
+    """Ten times the line integrals: an FDK start far above water's attenuation (once an overflow to NaN)."""
+    folder = _copy_projections(inputs, tmp_path, "p")
+    stack = nib.load(folder / "projections.nii.gz")
+    nib.save(nib.Nifti1Image(10.0 * np.asarray(stack.dataobj), stack.affine), folder / "projections.nii.gz")
+    main(["reconstruct", str(folder), "--out", str(tmp_path / "r.nii.gz"), *FIT, "--units", "mu"])
+    volume = np.asarray(nib.load(tmp_path / "r.nii.gz").dataobj)
+    assert np.isfinite(volume).all() and volume.max() > 10 * 0.02  # far denser than water
 
 
 def _destinations(inputs: Path, work: Path) -> dict[str, tuple[list[str], str]]:

@@ -161,3 +161,23 @@ def test_plain_png_reads_as_rows_and_columns_without_spacing(tmp_path, mode):
     xray = load_xray(tmp_path / "cxr.png")
     assert tuple(xray.values.shape) == (12, 20) and xray.pixel_spacing_mm is None and not xray.is_line_integral
     assert torch.allclose(xray.values, torch.from_numpy(pixels.astype(np.float32)))
+
+
+@pytest.mark.parametrize("suffix,mode", [(".jpg", "L"), (".jpg", "RGB"), (".tif", "L")])
+def test_jpeg_and_tiff_read_like_plain_png(tmp_path, suffix, mode):
+    from PIL import Image
+
+    pixels = np.add.outer(np.arange(24) * 4, np.arange(40) * 3).astype(np.uint8)  # smooth: JPEG keeps it closely
+    Image.fromarray(pixels if mode == "L" else np.stack([pixels] * 3, -1)).save(tmp_path / f"cxr{suffix}")
+    xray = load_xray(tmp_path / f"cxr{suffix}")
+    assert tuple(xray.values.shape) == (24, 40) and xray.pixel_spacing_mm is None and not xray.is_line_integral
+    assert (xray.values - torch.from_numpy(pixels.astype(np.float32))).abs().mean() < (2.0 if suffix == ".jpg" else 1e-6)
+
+
+def test_an_unusable_voi_window_is_left_out_with_a_warning(tmp_path, caplog):
+    pixels = np.tile(np.arange(0, 4000, 200, dtype=np.uint16), (4, 1))
+    write_dx(tmp_path / "dx.dcm", pixels, WindowCenter=2000, WindowWidth=0, PixelSpacing=[0.5, 0.5])
+    with caplog.at_level("WARNING"):
+        values = load_xray(tmp_path / "dx.dcm").values
+    assert torch.equal(values, torch.from_numpy(pixels).float())  # modality LUT only (identity here)
+    assert "its VOI LUT is unusable" in caplog.text and "Window Width" in caplog.text

@@ -71,6 +71,13 @@ def test_grid_field_starts_at_its_initial_volume_and_agrees_with_point_sampling(
     assert torch.allclose(field(points), field.voxels().reshape(-1), atol=1e-6)
 
 
+def test_grid_field_starts_finite_from_dense_metal_like_attenuation():
+    initial = torch.tensor([0.0, 0.02, 0.2, 1.0, 50.0]).view(5, 1, 1).expand(5, 2, 2)  # up to 2500 x water
+    field = GridAttenuationField((5, 2, 2), levels=1, initial_per_mm=initial)
+    assert torch.isfinite(field.voxels()).all()
+    assert torch.allclose(field.voxels()[1:], initial[1:], rtol=1e-5)
+
+
 def test_masked_field_is_exactly_zero_outside_the_mask():
     mask = torch.zeros(8, 8, 8)
     mask[2:6, 3:7, 1:5] = 1
