@@ -15,10 +15,12 @@ chosen. This suite holds the same defaults, untouched, to cases they were never 
 The phantoms' projections are their exact line integrals (closed form) and their truth is the
 phantom averaged over each voxel of the 2.5 mm grid (27 points per voxel); the chest's
 projections are ``monai-gnerf drr`` of the 512x512x133 CT and its truth the embedded 2.5 mm CT,
-as in ``sparse_view.py``. Every method reconstructs on the same 2.5 mm grid:
+as in ``sparse_view.py``. Every method reconstructs onto the same 2.5 mm grid:
 
 - ours through the CLI, what a user gets: ``monai-gnerf reconstruct DIR --budget_s B`` (the
-  default grid field, its silhouette mask from the projections) and ``--method fdk``;
+  default grid field, its silhouette mask from the projections; the field is fitted as fine as
+  the detector resolves and averaged onto the grid: 1.25 mm for ``naf`` and ``difnet``, whose
+  pixels measure 1 mm at the isocenter, 2.5 mm for ``chest_cbct``) and ``--method fdk``;
 - RTK (``benchmarks/peers/rtk_peer.py``): FDK, OS-SART, ADMM-TV and CG with Joseph projectors,
   each with the settings that won RTK's sweep in ``benchmarks/results/sparse_view.json`` (the
   chest at 10 views), as many iterations as fit in the same budget.
