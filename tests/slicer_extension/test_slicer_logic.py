@@ -148,6 +148,10 @@ def test_xray_nodes_reach_the_library_intake_as_their_own_files(slicer_module, n
     node.SetAndObserveStorageNodeID(storage.GetID())
     assert nodes_lib.xray_intake_file(tmp_path / "xray2", node, False) == nrrd
     assert nodes_lib.xray_intake_file(tmp_path / "xray3", node, True).name == "xray.nii.gz"  # intensities: converted
+    jpeg = tmp_path / "cxr.jpg"  # any format the library's intake reads is passed as it is
+    jpeg.write_bytes(b"")
+    storage.SetFileName(str(jpeg))
+    assert nodes_lib.xray_intake_file(tmp_path / "xray4", node, False) == jpeg
 
 
 def test_parameter_node_round_trip(slicer_module, logic_module):

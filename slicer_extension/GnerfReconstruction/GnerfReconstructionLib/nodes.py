@@ -122,9 +122,6 @@ def write_projection_folder(folder: Path, nodes: Sequence, params: Reconstructio
     return save_projections(folder, torch.from_numpy(stack), geometry, extra)
 
 
-_INTAKE_SUFFIXES = (".dcm", ".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".png")
-
-
 def _dicom_instance_file(node) -> Path | None:
     """The DICOM file a node was loaded from, through Slicer's DICOM database (absent outside Slicer)."""
     uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
@@ -137,9 +134,11 @@ def _dicom_instance_file(node) -> Path | None:
 
 def _storage_file(node) -> Path | None:
     """The file a node was loaded from or saved to, when it still exists and the intake reads it."""
+    from monai_gnerf.io import XRAY_IMAGE_SUFFIXES  # what the library's intake reads, besides DICOM
+
     storage = node.GetStorageNode()
     name = storage.GetFileName() if storage is not None else None
-    if not name or not Path(name).is_file() or not name.lower().endswith(_INTAKE_SUFFIXES):
+    if not name or not Path(name).is_file() or not name.lower().endswith((".dcm", *XRAY_IMAGE_SUFFIXES)):
         return None
     return Path(name)
 
