@@ -99,7 +99,7 @@ def _mask_for(
     path = Path(mask)
     if not path.exists():
         raise GnerfInputError(f"mask must be 'silhouette', 'none' or a mask file; {path} does not exist.")
-    image = load_ct(path)
+    image = load_ct(path, "mask")
     support = resample_nearest(image.as_tensor(), image.affine, shape, affine)
     if not (support > 0).any():
         raise GnerfInputError(f"mask {path} has no voxel > 0 on the reconstruction grid: nothing would be reconstructed.")

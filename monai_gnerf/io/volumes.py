@@ -137,11 +137,12 @@ def _validate_ct(image: MetaTensor, path: Path) -> None:
         )
 
 
-def load_ct(path: str | Path) -> MetaTensor:
+def load_ct(path: str | Path, what: str = "CT") -> MetaTensor:
     """Load a CT volume in HU with its RAS affine.
 
     Args:
         path: a NIfTI/NRRD/MHA file or a folder holding one DICOM series.
+        what: what the volume is, for messages (e.g. ``"mask"`` for a support mask).
 
     Returns:
         ``MetaTensor`` of shape ``(I, J, K)``, float32 HU, ``.affine`` voxel index -> RAS mm.
@@ -152,12 +153,12 @@ def load_ct(path: str | Path) -> MetaTensor:
     """
     path = Path(path)
     if not path.exists():
-        raise VolumeError(f"CT not found: {path}")
+        raise VolumeError(f"{what} not found: {path}")
     if path.is_dir():
         headers = _dicom_series(path)
         _check_slice_grid(headers, path)
         check_slice_spacing(headers)  # one regular series, or a clear error; ITK then reads it
-    image = load_image(path, _reader_for(path), "CT", VolumeError)
+    image = load_image(path, _reader_for(path), what, VolumeError)
     image = image.squeeze() if image.ndim > 3 else image
     _validate_ct(image, path)
     return image

@@ -193,6 +193,10 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
             torch.save({**payload, "extra": "abc"}, work / "g.pt")
             pattern = r"incompatible generator file"
         return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "g.pt"), *out], pattern
+    if kind == "mask that is a text file":
+        (work / "mask.nii.gz").write_text("not an image")
+        return ["reconstruct", str(inputs / "proj"), "--out", str(work / "r.nii.gz"), *FIT, "--mask",
+                str(work / "mask.nii.gz")], r"could not read mask .*mask.nii.gz"  # fmt: skip
     if kind == "DICOM series with zero PixelSpacing":
         write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(0.0, 0.0, 2.0))
         return ["drr", str(work / "series"), *out], r"PixelSpacing \(0028,0030\) \[0.0, 0.0\] is not a pixel spacing"
@@ -229,7 +233,7 @@ CORRUPT_CASES = [
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
     "truncated CT", "DICOM series with a missing slice", "source inside the volume", "detector of 960 GB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
-    "NaN latent covariance", "DICOM series with zero PixelSpacing", "DICOM series of two slice sizes",
+    "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing", "DICOM series of two slice sizes",
     "MedNeRF folder with an unreadable view",
 ]  # fmt: skip
 
