@@ -425,7 +425,8 @@ def single_view_reconstruction(
 
     Args:
         xray: the radiograph: DICOM DX/CR (pixel spacing, distances, modality, VOI and
-            Presentation LUTs, MONOCHROME1 honoured), NRRD/NIfTI/MHA (2D or one slice) or PNG.
+            Presentation LUTs, MONOCHROME1 honoured), NRRD/NIfTI/MHA (2D or one slice) or PNG/JPEG/TIFF
+            (a colour image is read as its gray level).
         checkpoint: generator file from `monai-gnerf train-prior` (OUT/generator.pt); default the
             shipped chest prior (bundle/models/model.pt).
         out: output folder (views/, views.gif, volume.nii.gz, fit.json, fit.png).

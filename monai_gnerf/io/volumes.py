@@ -103,10 +103,12 @@ def _check_slice_grid(headers: list[pydicom.Dataset], folder: Path) -> None:
     if len(sizes) > 1:
         raise VolumeError(f"DICOM series {folder} has slices of different sizes (rows, columns) {sizes}; give one series.")
     for header in headers:
-        spacing = [float(s) for s in header.get("PixelSpacing", [])]
+        if "PixelSpacing" not in header:
+            raise VolumeError(f"{header.filename} has no PixelSpacing (0028,0030): the voxel size of a CT must be known.")
+        spacing = [float(s) for s in header.PixelSpacing]
         if len(spacing) != 2 or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise VolumeError(
-                f"{header.filename}: PixelSpacing (0028,0030) {spacing or 'missing'} is not a pixel spacing; "
+                f"{header.filename}: PixelSpacing (0028,0030) {spacing} is not a pixel spacing; "
                 "the voxel size of a CT must be known."
             )
 

@@ -69,11 +69,14 @@ def read_generator_header(path: str | Path) -> GeneratorHeader:
 
 
 def _header(payload: dict[str, Any], path: str | Path) -> GeneratorHeader:
+    extra = payload.get("extra", {})
+    if not isinstance(extra, dict):
+        raise GnerfInputError(f"incompatible generator file {path}: its extra metadata is a {type(extra).__name__}, not a mapping.")
     try:
         config = {"architecture": "graf", **payload["config"]}  # files from before architectures existed
         return GeneratorHeader(config_from_dict(GeneratorConfig, config), load_geometry(payload["geometry"]),
-                               dict(payload.get("extra", {})))  # fmt: skip
-    except (TypeError, KeyError, ValueError, GnerfInputError) as err:
+                               dict(extra))  # fmt: skip
+    except (TypeError, KeyError, GnerfInputError) as err:
         raise GnerfInputError(f"incompatible generator file {path}: {first_line(err)}") from None
 
 

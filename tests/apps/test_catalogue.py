@@ -191,7 +191,7 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         else:
             payload = torch.load(example_prior_path(), weights_only=True)
             torch.save({**payload, "extra": "abc"}, work / "g.pt")
-            pattern = r"incompatible generator file"
+            pattern = r"incompatible generator file .*g.pt: its extra metadata is a str, not a mapping"
         return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "g.pt"), *out], pattern
     if kind == "mask that is a text file":
         (work / "mask.nii.gz").write_text("not an image")
@@ -200,6 +200,14 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
     if kind == "DICOM series with zero PixelSpacing":
         write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(0.0, 0.0, 2.0))
         return ["drr", str(work / "series"), *out], r"PixelSpacing \(0028,0030\) \[0.0, 0.0\] is not a pixel spacing"
+    if kind == "DICOM series without PixelSpacing":
+        import pydicom
+
+        for path in write_ct_series(work / "series", np.zeros((6, 8, 8))):
+            ds = pydicom.dcmread(path)
+            del ds.PixelSpacing
+            ds.save_as(path)
+        return ["drr", str(work / "series"), *out], r"has no PixelSpacing \(0028,0030\)"
     if kind == "DICOM series of two slice sizes":
         import pydicom
 
@@ -233,7 +241,8 @@ CORRUPT_CASES = [
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
     "truncated CT", "DICOM series with a missing slice", "source inside the volume", "detector of 960 GB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
-    "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing", "DICOM series of two slice sizes",
+    "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
+    "DICOM series without PixelSpacing", "DICOM series of two slice sizes",
     "MedNeRF folder with an unreadable view",
 ]  # fmt: skip
 
