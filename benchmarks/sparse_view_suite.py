@@ -31,7 +31,8 @@ the truth's range). Run on a quiet machine::
 
     python benchmarks/sparse_view_suite.py [--budget-s 60] [--cases head_naf knee_difnet ...]
 
-Prints a table and writes ``benchmarks/results/sparse_view_suite.json``.
+Prints a table and writes ``benchmarks/results/sparse_view_suite.json``, with a figure of the
+first case beside it (``.png``: slices of the truth, our FDK, RTK's best and ours, with errors).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sparse_view  # noqa: E402  (the chest benchmark: CLI runner, scores, RTK rows and sweep)
-from sparse_view import THREADS, cli, rtk_peer, rtk_row, score, tuned_methods  # noqa: E402
+from sparse_view import THREADS, cli, rtk_peer, rtk_row, score, tuned_methods, write_figure  # noqa: E402
 
 from monai_gnerf.data import HELD_OUT_START, PhantomPopulation, example_ct_path, grid_affine, shepp_logan_phantom  # noqa: E402
 from monai_gnerf.data.phantoms import EllipsoidPhantom  # noqa: E402
@@ -122,25 +123,31 @@ CASES = {
 }  # fmt: skip
 
 
-def run_case(key: str, work: Path, budget_s: float, rtk_methods: list) -> list[dict]:
+def run_case(key: str, work: Path, budget_s: float, rtk_methods: list, figure: Path | None = None) -> list[dict]:
+    """Ours and RTK on one case; with ``figure``, slices of the truth, our FDK, RTK's best and ours
+    with their errors (as ``sparse_view.py`` draws the chest)."""
     case = CASES[key]
     folder, truth_hu = case.prepare(work / key)
     projections, geometry = load_projections(folder)
     mu_water = float(projections.meta["mu_water_per_mm"])
-    rows = []
+    rows, volumes = [], {}
     for method, options in (("grid", ["--budget_s", str(budget_s)]), ("fdk", ["--method", "fdk"])):
         out = work / f"{key}_{method}.nii.gz"
         seconds = cli("reconstruct", str(folder), "--out", str(out), *options)
         volume = load_ct(out)
-        rows.append({"tool": "monai-gnerf", "method": method, "seconds": seconds,
-                     "label": f"ours {method} (CLI{' default' if method == 'grid' else ''})",
+        label = f"ours {method} (CLI{' default' if method == 'grid' else ''})"
+        volumes[label] = volume.as_tensor()
+        rows.append({"tool": "monai-gnerf", "method": method, "seconds": seconds, "label": label,
                      **score(volume.as_tensor(), truth_hu)})  # fmt: skip
         grid = (tuple(volume.shape), volume.affine)
         print(f"  {case.name:40s} {rows[-1]['label']:40s} {rows[-1]['psnr_3d']:6.2f} dB  {seconds:6.1f} s", flush=True)
     for method in rtk_methods:
-        rows.append(rtk_row(geometry.num_views, method, projections.as_tensor(), geometry, grid, budget_s, truth_hu, mu_water))
+        rows.append(rtk_row(geometry.num_views, method, projections.as_tensor(), geometry, grid, budget_s, truth_hu, mu_water,
+                            volumes))  # fmt: skip
     for row in rows:
         row.update(case=case.name, key=key, views=geometry.num_views)
+    if figure is not None:
+        write_figure(figure, rows, volumes, truth_hu, grid[1])
     return rows
 
 
@@ -166,7 +173,8 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.cases:
-            rows = run_case(key, Path(tmp), args.budget_s, rtk_methods)
+            figure = args.json.with_suffix(".png") if key == args.cases[0] else None
+            rows = run_case(key, Path(tmp), args.budget_s, rtk_methods, figure)
             results[key] = {"rows": rows, **margins(rows)}
     print(f"\nSparse view beyond the chest benchmark: 2.5 mm grids, {args.budget_s:.0f} s per iterative method, "
           f"{THREADS} threads; targets: >= FDK + {TARGET_OVER_FDK_DB:g} dB, >= RTK's best + {TARGET_OVER_RTK_DB:g} dB")  # fmt: skip
