@@ -30,8 +30,8 @@ from monai_gnerf.io.atomic import atomic_output_dir
 from monai_gnerf.io.readers import load_image
 
 __all__ = [
-    "PROJECTION_FOLDER_CONTENTS", "check_png", "load_projections", "meta_number", "png_full_scale", "projection_folder_bytes",
-    "read_png16", "read_projection_meta", "save_projections", "write_png16",
+    "PROJECTION_FOLDER_CONTENTS", "check_png", "load_projections", "png_full_scale", "projection_folder_bytes", "read_png16",
+    "read_projection_meta", "save_projections", "write_png16",
 ]  # fmt: skip
 
 _FORMAT = "monai-gnerf projections"
@@ -142,12 +142,12 @@ def read_projection_meta(path: Path) -> dict[str, Any]:
         raise GnerfInputError(f"{path} is not valid JSON: {first_line(err)}.") from None
     if not isinstance(meta, dict):
         raise GnerfInputError(f"{path} must hold a JSON object, got {type(meta).__name__}.")
-    meta_number(meta, "mu_water_per_mm", path)
+    _meta_number(meta, "mu_water_per_mm", path)
     _check_volume_grid(meta, path)
     return meta
 
 
-def meta_number(meta: dict[str, Any], key: str, path: Path, default: float | None = None) -> float | None:
+def _meta_number(meta: dict[str, Any], key: str, path: Path, default: float | None = None) -> float | None:
     """A positive finite number of ``projections.json`` (``path``), ``default`` when it is absent."""
     value = meta.get(key, default)
     if value is None:
@@ -176,7 +176,7 @@ def _check_volume_grid(meta: dict[str, Any], path: Path) -> None:
 
 def png_full_scale(meta: dict[str, Any], folder: Path) -> float:
     """The line integral of a white PNG pixel recorded in a folder's ``projections.json`` (default 1)."""
-    return meta_number(meta, "png_full_scale", folder / "projections.json", 1.0)  # type: ignore[return-value]
+    return _meta_number(meta, "png_full_scale", folder / "projections.json", 1.0)  # type: ignore[return-value]
 
 
 def _view_order(path: Path) -> list[Any]:
