@@ -79,7 +79,7 @@ def _grid_of_folder(meta: dict[str, Any], geometry: ProjectionGeometry, spacing_
     affine) unless its voxels are finer than the detector pixels at the isocenter, whose size is
     then used (the data hold no finer detail).
     """
-    pixel_at_iso = geometry.pixel_spacing_mm[1] / geometry.magnification
+    pixel_at_iso = geometry.pixel_spacing_at_isocenter_mm[1]
     if "volume_affine" not in meta:
         return geometry_grid(geometry, spacing_mm)
     shape, affine = tuple(meta["volume_shape"]), torch.tensor(meta["volume_affine"], dtype=torch.float64)

@@ -212,7 +212,7 @@ def field_supersampling(config: ReconstructionConfig, geometry: ProjectionGeomet
     if config.supersample is not None:
         return config.supersample
     voxel_mm = float(torch.linalg.vector_norm(torch.as_tensor(affine, dtype=torch.float64)[:3, :3], dim=0).min())
-    pixel_mm = min(geometry.pixel_spacing_mm) / geometry.magnification
+    pixel_mm = min(geometry.pixel_spacing_at_isocenter_mm)
     return int(min(_MAX_SUPERSAMPLE, max(1, math.floor(voxel_mm / pixel_mm + 0.5))))
 
 

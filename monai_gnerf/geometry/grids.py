@@ -102,10 +102,10 @@ def geometry_grid(geometry: ProjectionGeometry, spacing_mm: float | None = None)
     """
     if geometry.isocenter_mm is None:
         raise ValueError("the geometry needs a resolved isocenter to define a grid.")
-    m = geometry.magnification
-    width = geometry.detector_shape[1] * geometry.pixel_spacing_mm[1] / m
-    height = geometry.detector_shape[0] * geometry.pixel_spacing_mm[0] / m
-    spacing = spacing_mm or geometry.pixel_spacing_mm[1] / m
+    row_mm, col_mm = geometry.pixel_spacing_at_isocenter_mm
+    width = geometry.detector_shape[1] * col_mm
+    height = geometry.detector_shape[0] * row_mm
+    spacing = spacing_mm or col_mm
     shape = _voxel_counts((width, width, height), spacing)
     affine = torch.eye(4, dtype=torch.float64)
     for axis, n in enumerate(shape):

@@ -182,6 +182,11 @@ class ProjectionGeometry(Config):
             return 1.0
         return float(self.source_to_detector_mm) / float(self.source_to_isocenter_mm)  # type: ignore[arg-type]
 
+    @property
+    def pixel_spacing_at_isocenter_mm(self) -> tuple[float, float]:
+        """The detector pixel pitch ``(row, col)`` projected to the isocenter, mm (what the data resolve there)."""
+        return (self.pixel_spacing_mm[0] / self.magnification, self.pixel_spacing_mm[1] / self.magnification)
+
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (lists instead of tuples)."""

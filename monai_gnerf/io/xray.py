@@ -344,7 +344,7 @@ def to_model_detector(
     """
     values = xray.values.float()
     model_shape = geometry.detector_shape
-    model_iso = tuple(s / geometry.magnification for s in geometry.pixel_spacing_mm)
+    model_iso = geometry.pixel_spacing_at_isocenter_mm
     mask = body_silhouette(values) if not xray.is_line_integral else torch.zeros(values.shape, dtype=torch.bool)
     src_iso = _pixel_at_isocenter_mm(xray, geometry) or _estimated_pixel_mm(
         xray, mask, model_iso, model_shape, silhouette_width_fraction

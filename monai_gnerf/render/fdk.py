@@ -95,7 +95,7 @@ def fdk(
         Attenuation (1/mm), ``shape``, on the projections' device.
     """
     device, dtype = projections.device, projections.dtype
-    iso_spacing = geometry.pixel_spacing_mm[1] / geometry.magnification
+    iso_spacing = geometry.pixel_spacing_at_isocenter_mm[1]
     filtered = ramp_filter(projections * _cosine_weights(geometry, dtype, device), iso_spacing, window)
     rows, cols = geometry.detector_shape
     total = torch.zeros(*shape, dtype=dtype, device=device)
