@@ -87,7 +87,10 @@ def check_output(
         raise GnerfInputError(f"cannot write {option} {path}: {ancestor} is not writable.")
     if path.exists():
         _check_existing(path, kind, overwrite, contents, option)
-    free = shutil.disk_usage(ancestor).free
+    usage = shutil.disk_usage(ancestor)
+    if usage.total == 0:  # /proc, /sys: nothing can be stored there, whatever the permissions say
+        raise GnerfInputError(f"cannot write {option} {path}: {ancestor} is a virtual file system, not storage.")
+    free = usage.free
     if estimated_bytes * _SPACE_MARGIN > free:
         raise GnerfInputError(
             f"not enough disk space for {option} {path}: about {format_bytes(estimated_bytes)} needed, "

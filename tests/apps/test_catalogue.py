@@ -299,6 +299,12 @@ def test_full_disk_is_refused_up_front_and_mid_run(inputs, tmp_path, capsys, mon
     _fails_with_one_line(drr, tmp_path, capsys, r"could not write .*d: No space left on device")
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc on this system")
+def test_virtual_file_system_is_refused(inputs, tmp_path, capsys):
+    argv = ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(inputs / "geometry.json"), "--out", "/proc/gnerf-out"]
+    _fails_with_one_line(argv, tmp_path, capsys, r"/proc is a virtual file system, not storage")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_parent_is_refused(inputs, tmp_path, capsys):
     locked = tmp_path / "locked"
