@@ -91,8 +91,8 @@ def simulate_drrs(
     geo = load_geometry(config.geometry)
     if config.views is not None:
         geo = geo.with_uniform_angles(config.views)
-    check_output(out, "dir", overwrite, PROJECTION_FOLDER_CONTENTS, projection_folder_bytes(geo))
     ct_path = resolve_ct_path(ct)
+    check_output(out, "dir", overwrite, PROJECTION_FOLDER_CONTENTS, projection_folder_bytes(geo), inputs=[ct_path])
     volume = load_ct(ct_path)
     check_drr_memory(geo, volume)
     check_source_outside(geo.resolved(volume_center_mm(volume.affine, volume.shape).tolist()), volume.shape, volume.affine)

@@ -353,19 +353,22 @@ class SingleViewWriter:
         header: the generator file's header.
         checkpoint: the generator file (recorded in ``fit.json`` and the views).
         overwrite: replace the outputs of an earlier run.
+        xray: the radiograph, when known before the work (no output may replace it, nor the checkpoint).
 
     Raises:
-        GnerfInputError: not enough memory, an unusable destination, an existing result.
+        GnerfInputError: not enough memory, an unusable destination (one that would replace an
+            input included), an existing result.
     """
 
     def __init__(
         self, output_dir: str | Path, config: SingleViewJobConfig, header: GeneratorHeader, checkpoint: str | Path,
-        overwrite: bool = False,
+        overwrite: bool = False, xray: str | Path | None = None,
     ) -> None:  # fmt: skip
         voxels = config.volume_size**3
         output_bytes = projection_folder_bytes(header.geometry.with_uniform_angles(config.views)) + 4 * voxels
         check_memory(_VOLUME_BYTES_PER_VOXEL * voxels, f"a {config.volume_size}^3 volume")
-        self.output_dir = check_output(output_dir, "dir", overwrite, SINGLE_VIEW_OUTPUTS, output_bytes)
+        inputs = [checkpoint] if xray is None else [checkpoint, xray]
+        self.output_dir = check_output(output_dir, "dir", overwrite, SINGLE_VIEW_OUTPUTS, output_bytes, inputs=inputs)
         self.config, self.header, self.checkpoint = config, header, checkpoint
 
     def attach(self, engine: Engine) -> None:
@@ -439,7 +442,7 @@ def single_view_reconstruction(
     checkpoint = example_prior_path() if checkpoint is None else checkpoint
     generator, geometry, extra = load_generator(checkpoint, device)
     header = GeneratorHeader(generator.config, geometry, extra)
-    writer = SingleViewWriter(out, config, header, checkpoint, overwrite)
+    writer = SingleViewWriter(out, config, header, checkpoint, overwrite, xray)
     target = model_view_of_xray(xray, header, config)
     inferer = SingleViewInferer(geometry, config, LatentPrior.of_generator(generator, extra))
     return writer.write(inferer(target.to(device), generator), xray)

@@ -34,6 +34,7 @@ from monai_gnerf.geometry import (
     resample_nearest,
 )
 from monai_gnerf.io import (
+    PROJECTION_FOLDER_CONTENTS,
     check_output,
     check_volume_path,
     write_json,
@@ -147,8 +148,9 @@ def reconstruct_folder(
     factor = field_supersampling(config.fit, geometry, affine)
     finer = f", fitted {factor}x finer (supersample {factor})," if factor > 1 else ""
     check_memory(FIELD_BYTES_PER_VOXEL * voxels * factor**3, f"a {'x'.join(map(str, shape))} reconstruction grid{finer}")
-    check_volume_path(check_output(out, "file", overwrite, estimated_bytes=4 * voxels))
-    check_output(figure_path(out), "file", overwrite)
+    inputs = [Path(projections_dir) / name for name in PROJECTION_FOLDER_CONTENTS]
+    check_volume_path(check_output(out, "file", overwrite, estimated_bytes=4 * voxels, inputs=inputs))
+    check_output(figure_path(out), "file", overwrite, inputs=inputs)
     if dicom_dir is not None:
         check_output(dicom_dir, "dir", overwrite, option="--dicom_dir", estimated_bytes=2 * voxels)
     for folder, option in ((work_dir, "--work_dir"), (tensorboard_dir, "--tensorboard_dir")):

@@ -301,21 +301,13 @@ class NewestCheckpointResume:
         found = latest_checkpoint(self.work_dir, self.prefix)
         if found is None:
             return
-        state = load_checkpoint_file(found)
-        if not isinstance(state, dict) or not isinstance(state.get("run"), dict):
-            raise GnerfInputError(f"{found} is not a monai-gnerf {self.prefix} checkpoint.")
-        differing = self.to_load["run"].differences(state["run"])
-        if differing and not self.restart:
-            raise GnerfInputError(
-                f"{self.work_dir} holds a checkpoint of another run (different {', '.join(differing)}); use another "
-                "work folder, or --overwrite to discard it and start afresh."
-            )
-        if differing:
+        state, unusable = self._read(found)
+        if unusable and not self.restart:
+            raise GnerfInputError(f"{unusable}; use another work folder, or --overwrite to discard it and start afresh.")
+        if unusable:
             for stale in _checkpoints(self.work_dir, self.prefix):
                 stale.unlink()
-            logging.getLogger(self.logger).warning(
-                f"discarded the checkpoints of another run in {self.work_dir} (different {', '.join(differing)})"
-            )
+            logging.getLogger(self.logger).warning(f"discarded the checkpoints in {self.work_dir}: {unusable}")
             return
         try:
             Checkpoint.load_objects(to_load=self.to_load, checkpoint=state)
@@ -325,6 +317,20 @@ class NewestCheckpointResume:
         s.max_epochs, s.epoch_length = 1, self.max_iterations  # one epoch of the (new) iteration budget
         s.epoch = s.iteration // self.max_iterations
         logging.getLogger(self.logger).info(f"resumed from {found} at iteration {s.iteration}")
+
+    def _read(self, found: Path) -> tuple[dict[str, Any] | None, str]:
+        """The checkpoint's content, or why this run cannot resume from it (unreadable, not a
+        checkpoint of ``prefix``, or one of another run)."""
+        try:
+            state = load_checkpoint_file(found)
+        except GnerfInputError as err:
+            return None, str(err).rstrip(".")
+        if not isinstance(state, dict) or not isinstance(state.get("run"), dict):
+            return None, f"{found} is not a monai-gnerf {self.prefix} checkpoint"
+        differing = self.to_load["run"].differences(state["run"])
+        if differing:
+            return None, f"{self.work_dir} holds a checkpoint of another run (different {', '.join(differing)})"
+        return state, ""
 
 
 class StopOnNan(TerminateOnNan):

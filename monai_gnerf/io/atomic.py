@@ -58,6 +58,7 @@ def check_output(
     contents: Sequence[str] | None = None,
     estimated_bytes: float = 0.0,
     option: str = "output",
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Check an output destination before any work starts.
 
@@ -70,6 +71,8 @@ def check_output(
         estimated_bytes: the size the job will write; the disk must have that much free.
         option: the option that named ``path``, for the message (default ``output``: the same
             word for the CLI's ``--out`` and the bundle's ``output_dir``).
+        inputs: the files and folders the job reads; none may be an output it replaces (the
+            file, or the ``contents`` of the folder), even with ``overwrite``.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -79,12 +82,13 @@ def check_output(
     """
     if not str(path).strip():  # Path("") would be the current folder
         raise GnerfInputError(f"{option} is empty; give a {'file' if kind == 'file' else 'folder'} name.")
-    path = Path(path)
+    path = Path(os.path.normpath(path))  # 'out/views/..' is 'out': its existence and name are those of 'out'
     ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():
         raise GnerfInputError(f"cannot write {option} {path}: {ancestor} is a file, not a folder.")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise GnerfInputError(f"cannot write {option} {path}: {ancestor} is not writable.")
+    _check_not_an_input(path, [path] if kind == "file" else [path / name for name in contents or ()], inputs, option)
     if path.exists():
         _check_existing(path, kind, overwrite, contents, option)
     usage = shutil.disk_usage(ancestor)
@@ -97,6 +101,14 @@ def check_output(
             f"{format_bytes(free)} free on {ancestor}."
         )
     return path
+
+
+def _check_not_an_input(path: Path, replaced: Sequence[Path], inputs: Sequence[str | Path], option: str) -> None:
+    """Refuse a destination whose outputs would replace one of the job's inputs (or a folder holding one)."""
+    for source in (Path(i).resolve() for i in inputs):
+        for target in (t.resolve() for t in replaced):
+            if source == target or target in source.parents:
+                raise GnerfInputError(f"{option} {path} would replace the input {source}; write elsewhere.")
 
 
 def _check_existing(path: Path, kind: str, overwrite: bool, contents: Sequence[str] | None, option: str) -> None:
@@ -132,7 +144,7 @@ def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
 
     On any error (or Ctrl-C) the temporary folder is removed, so no partial output is left.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # '.' and 'a/b/..' have no usable name or parent
     staging = None
     try:
         with _write_errors_reported(out_dir):
@@ -153,7 +165,7 @@ def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_output_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` only when the block succeeds."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     tmp = None
     try:
         with _write_errors_reported(path):

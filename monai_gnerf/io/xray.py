@@ -53,6 +53,7 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
+_DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")  # DICOM files often have none, or end in a UID
 _PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 XRAY_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", *_PLAIN_IMAGE_SUFFIXES)
 """File suffixes read with MONAI's ``LoadImage``; anything else is tried as DICOM."""
@@ -127,14 +128,23 @@ def _display_values(pixels: np.ndarray, ds: pydicom.Dataset, apply_voi: bool, so
     return values
 
 
+def _unreadable_dicom_message(path: Path, err: Exception) -> str:
+    """Why a file read as DICOM failed; a non-DICOM file with a suffix DICOM never has is named as
+    an unknown format (a ``.gif`` is not a broken DICOM file)."""
+    suffix = path.suffix.lower()
+    names_a_format = suffix not in _DICOM_SUFFIXES and not suffix[1:].isdigit()  # "1.2.840.1234" is a UID
+    if isinstance(err, pydicom.errors.InvalidDicomError) and names_a_format:
+        formats = ", ".join(known.lstrip(".").upper() for known in XRAY_IMAGE_SUFFIXES)
+        return f"{path}: {suffix} is not an X-ray format read here (DICOM, {formats})."
+    return f"could not read DICOM X-ray {path}: {first_line(err)}"
+
+
 def _dicom_xray(path: Path, apply_voi: bool) -> XRayImage:
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - corrupt files raise many types; one message for all
-        raise GnerfInputError(
-            f"could not read DICOM X-ray {path}: {first_line(err)}"
-        ) from None
+        raise GnerfInputError(_unreadable_dicom_message(path, err)) from None
     if pixels.ndim != 2:
         raise GnerfInputError(f"{path} holds a {pixels.ndim}D image; a radiograph must be one 2D frame.")
     if "RescaleSlope" in ds and _number(ds.RescaleSlope) == 0:
@@ -202,7 +212,9 @@ def _image_file_xray(path: Path) -> XRayImage:
         image = image[..., :3].mean(-1)  # an RGB(A) screenshot: its gray level
     keep = [axis for axis, n in enumerate(image.shape) if n > 1]
     if len(keep) != 2:
-        raise GnerfInputError(f"{path} has shape {tuple(image.shape)}; an X-ray must be a 2D (or one-slice) image.")
+        raise GnerfInputError(
+            f"{path} has shape {tuple(image.shape)}; an X-ray is one 2D image of at least 2x2 pixels (or a one-slice volume)."
+        )
     values = torch.as_tensor(np.asarray(image)).squeeze().T.contiguous()  # (x, y) -> (rows, cols)
     pixdim = [float(image.pixdim[axis]) for axis in keep]
     spacing = None if plain else _valid_spacing(pixdim[::-1], str(path), "spacing")

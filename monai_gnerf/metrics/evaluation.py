@@ -54,7 +54,7 @@ from torch import nn
 from monai_gnerf.data import ct_cases, is_ct_collection, resolve_ct_path
 from monai_gnerf.errors import GnerfInputError, input_errors_surface
 from monai_gnerf.geometry import resample_area, resampled_affine
-from monai_gnerf.io import atomic_output_file, check_output, load_ct, load_projections, write_json
+from monai_gnerf.io import atomic_output_dir, check_output, load_ct, load_projections, write_json
 from monai_gnerf.metrics.features import RandomConvFeatures, TorchScriptFeatures, extract_features
 from monai_gnerf.metrics.image import gmsd, normalize_to_reference, psnr, ssim
 
@@ -264,12 +264,11 @@ def _mean(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, float]:
     return {name: sum(row[name] for row in rows) / len(rows) for name in names} if rows else {}
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> Path:
-    with atomic_output_file(path) as tmp, tmp.open("w", newline="") as handle:
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    return path
 
 
 class ImagePairMetric(CumulativeIterationMetric):
@@ -411,7 +410,8 @@ def evaluate_test_set(
     Writes ``output_dir/metrics_3d.csv`` (columns ``case, prediction, reference`` and one per
     3D metric), ``output_dir/metrics_2d.csv`` (``case, prediction, reference, views`` and one
     per 2D metric) for the kinds evaluated, and ``output_dir/metrics.json`` (per-case rows, means
-    and test-set metrics; strict JSON, so the infinite PSNR of an exact copy is ``null``).
+    and test-set metrics; strict JSON, so the infinite PSNR of an exact copy is ``null``), all
+    written once every case is scored: a case that fails leaves no metric file.
 
     Args:
         output_dir: folder for the CSV and JSON files.
@@ -451,15 +451,16 @@ def evaluate_test_set(
         "normalization": "min-max with the reference's range; volumes clipped below at -1000 HU first",
         "outputs": {},
     }
+    tables: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}  # file name -> rows, columns
     if reconstructions is not None and references is not None:
         datalist = volume_datalist(reconstructions, references)
         if evaluator is None:
             loader = DataLoader(Dataset(datalist, NormalizedVolumePaird()), batch_size=1)
             evaluator = volume_evaluator(loader, metrics_3d)
         rows, names = _volume_rows(evaluator, datalist)
-        path = _write_csv(output_dir / "metrics_3d.csv", rows, ["case", "prediction", "reference", *names])
+        tables["metrics_3d.csv"] = (rows, ["case", "prediction", "reference", *names])
         summary["volumes"] = {"metrics": names, "cases": rows, "mean": _mean(rows, names)}
-        summary["outputs"]["metrics_3d_csv"] = str(path)
+        summary["outputs"]["metrics_3d_csv"] = str(output_dir / "metrics_3d.csv")
     if projections is not None and reference_projections is not None:
         rows, all_estimates, all_truths = [], [], []
         for name, prediction_dir, reference_dir in projection_pairs(projections, reference_projections):
@@ -479,8 +480,7 @@ def evaluate_test_set(
                 raise GnerfInputError("test-set metrics need projections of one detector size in every case.")
             estimates, truths = torch.cat(all_estimates), torch.cat(all_truths)
             test_set = {name: float(metric(estimates, truths)) for name, metric in test_set_metrics_2d.items()}
-        columns = ["case", "prediction", "reference", "views", *metrics_2d]
-        path = _write_csv(output_dir / "metrics_2d.csv", rows, columns)
+        tables["metrics_2d.csv"] = (rows, ["case", "prediction", "reference", "views", *metrics_2d])
         summary["projections"] = {
             "metrics": list(metrics_2d),
             "cases": rows,
@@ -490,9 +490,12 @@ def evaluate_test_set(
                 name: getattr(metric, "description", "") for name, metric in test_set_metrics_2d.items()
             },
         }
-        summary["outputs"]["metrics_2d_csv"] = str(path)
+        summary["outputs"]["metrics_2d_csv"] = str(output_dir / "metrics_2d.csv")
     summary["outputs"]["metrics_json"] = str(output_dir / "metrics.json")
-    write_json(output_dir / "metrics.json", summary)
+    with atomic_output_dir(output_dir) as staging:  # every case scored before any file is written
+        for name, (rows, columns) in tables.items():
+            _write_csv(staging / name, rows, columns)
+        write_json(staging / "metrics.json", summary)
     for kind in ("volumes", "projections"):
         for name, value in summary.get(kind, {}).get("mean", {}).items():
             _LOGGER.info(f"mean {kind} {name}: {value:.4f}" if math.isfinite(value) else f"mean {kind} {name}: {value}")

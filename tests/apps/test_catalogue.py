@@ -150,7 +150,7 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         return ["single-view", str(work / "x.png"), *out], r"could not read X-ray image"
     if kind == "1x1 PNG":
         Image.fromarray(np.zeros((1, 1), np.uint8)).save(work / "x.png")
-        return ["single-view", str(work / "x.png"), *out], r"an X-ray must be a 2D"
+        return ["single-view", str(work / "x.png"), *out], r"has shape \(1, 1\); an X-ray is one 2D image of at least 2x2 pixels"
     if kind == "constant PNG":
         Image.fromarray(np.full((32, 32), 7, np.uint8)).save(work / "x.png")
         return ["single-view", str(work / "x.png"), *out], r"constant image"
@@ -297,6 +297,21 @@ def test_full_disk_is_refused_up_front_and_mid_run(inputs, tmp_path, capsys, mon
 
     monkeypatch.setattr(nib, "save", full_disk)
     _fails_with_one_line(drr, tmp_path, capsys, r"could not write .*d: No space left on device")
+
+
+def test_an_output_that_would_replace_an_input_is_refused_even_with_overwrite(inputs, tmp_path, capsys):
+    proj = _copy_projections(inputs, tmp_path, "p")
+    rec = ["reconstruct", str(proj), *FIT, "--overwrite", "--out", str(proj / "projections.nii.gz")]
+    _fails_with_one_line(rec, tmp_path, capsys, r"would replace the input .*p/projections.nii.gz; write elsewhere")
+    (tmp_path / "d").mkdir()
+    ct = _ct(tmp_path / "d" / "projections.nii.gz")  # a CT named as a DRR output
+    drr = ["drr", str(ct), "--geometry", str(inputs / "geometry.json"), "--overwrite", "--out", str(tmp_path / "d")]
+    _fails_with_one_line(drr, tmp_path, capsys, r"output .*d would replace the input .*d/projections.nii.gz")
+    (tmp_path / "s" / "views").mkdir(parents=True)
+    xray = shutil.copy(proj / "png" / "view_000.png", tmp_path / "s" / "views" / "view_000.png")
+    out = tmp_path / "s" / "views" / ".."  # the folder itself: its views/ would be replaced
+    single = ["single-view", str(xray), "--out", str(out), "--overwrite"]
+    _fails_with_one_line(single, tmp_path, capsys, r"output .*s would replace the input .*s/views/view_000.png")
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc on this system")

@@ -243,6 +243,8 @@ def test_metadata_verifies_and_broken_metadata_does_not(schema, tmp_path):
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert meta["version"] in meta["changelog"]
     assert meta["required_packages_version"]["monai-gnerf"] == monai_gnerf.__version__
+    # MONAI 1.6 parses optional_packages_version as the old name of the required list (replacing it)
+    assert meta["optional_packages_version"] == meta["required_packages_version"]
     prior = meta["network_data_format"]
     assert prior["inputs"]["image"]["spatial_shape"] == [64, 64] and prior["inputs"]["image"]["num_channels"] == 1
     assert prior["outputs"]["views"]["num_channels"] == 72 and prior["outputs"]["volume"]["format"] == "hounsfield"
@@ -557,14 +559,17 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         ("reconstruct.json", {"sparse_view#mask": "{tmp}/missing_mask.nii.gz"},
          "mask must be 'silhouette', 'none' or a mask file; {tmp}/missing_mask.nii.gz does not exist"),
         ("inference.json", {"fit#structural_loss": "vgg"}, "VGG16 weights file not found: None"),
+        # ... as does a 2D case failing after the 3D cases were scored and saved (MONAI's MetricsSaver)
+        ("evaluate.json", {"reconstructions": "{ct}", "references": "{ct}", "projections": "{tmp}",
+                           "reference_projections": "{projections}"}, "has no geometry.json describing its projections"),
     ],
 )  # fmt: skip
-def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, drr_single, capsys):
+def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, data, drr_single, capsys):
     """In-process, a job's user error is one line and SystemExit(2); one raised while MONAI builds the
     components of a composing config (``inference.json``) is MONAI's error, caused by the user error
     (through the CLI the config's hook makes it the same line: the ``*_cli`` tests). Nothing is
     written."""
-    places = {"tmp": tmp_path, "projections": drr_single[1] / "projections"}
+    places = {"tmp": tmp_path, "projections": drr_single[1] / "projections", "ct": data["ct_a"]}
     overrides = {key: value.format(**places) if isinstance(value, str) else value for key, value in overrides.items()}
     try:
         bundle_in_process(config, output_dir=str(tmp_path / "out"), **overrides)

@@ -166,9 +166,12 @@ def test_incompatible_or_corrupt_checkpoints_are_refused(tmp_path, problem):
         reconstruct(projections, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=4, rays_per_batch=512),
                     work_dir=work, progress=False)  # fmt: skip
     latest_checkpoint(work, CHECKPOINT_PREFIX).write_bytes(b"not a checkpoint")
-    with pytest.raises(GnerfInputError, match="cannot load checkpoint"):
+    with pytest.raises(GnerfInputError, match="cannot load checkpoint .*torch.save; use another work folder, or --overwrite"):
         reconstruct(projections, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=4, rays_per_batch=512),
                     work_dir=work, progress=False)  # fmt: skip
+    afresh = reconstruct(projections, GEOMETRY, SHAPE, affine, ReconstructionConfig(max_iterations=4, rays_per_batch=512),
+                         work_dir=work, progress=False, restart=True)  # fmt: skip
+    assert afresh.iterations == 4 and int(latest_checkpoint(work, CHECKPOINT_PREFIX).stem.rsplit("_", 1)[-1]) == 4
 
 
 def test_exported_nifti_has_the_source_ct_affine(tmp_path):

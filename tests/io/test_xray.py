@@ -181,3 +181,12 @@ def test_an_unusable_voi_window_is_left_out_with_a_warning(tmp_path, caplog):
         values = load_xray(tmp_path / "dx.dcm").values
     assert torch.equal(values, torch.from_numpy(pixels).float())  # modality LUT only (identity here)
     assert "its VOI LUT is unusable" in caplog.text and "Window Width" in caplog.text
+
+
+def test_an_image_format_not_read_here_is_named_not_reported_as_broken_dicom(tmp_path):
+    (tmp_path / "chest.gif").write_bytes(b"GIF89a" + bytes(32))
+    with pytest.raises(GnerfInputError, match=r"chest.gif: .gif is not an X-ray format read here \(DICOM, NRRD"):
+        load_xray(tmp_path / "chest.gif")
+    (tmp_path / "1.2.840.10008.99").write_bytes(b"not a dicom")  # named by its UID: a broken DICOM file
+    with pytest.raises(GnerfInputError, match="could not read DICOM X-ray"):
+        load_xray(tmp_path / "1.2.840.10008.99")

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import resampled_affine
 from monai_gnerf.io import save_volume
 from monai_gnerf.metrics import evaluate_test_set, gmsd, normalize_to_reference, psnr, ssim
@@ -57,3 +58,15 @@ def test_evaluation_clips_the_reference_at_air_before_averaging_it_onto_a_coarse
     text = (tmp_path / "scores" / "metrics.json").read_text()  # strict JSON: an infinite PSNR is null
     written = json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
     assert written["volumes"]["mean"]["psnr_db"] is None
+
+
+def test_evaluation_that_fails_on_a_later_case_leaves_no_metric_file(tmp_path):
+    volume = torch.linspace(-1000.0, 1000.0, 8**3).view(8, 8, 8)
+    save_volume(tmp_path / "reference.nii.gz", volume, torch.eye(4, dtype=torch.float64))
+    (tmp_path / "views").mkdir()
+    (tmp_path / "views" / "projections.nii.gz").write_bytes(b"not a projection stack")
+    with pytest.raises(GnerfInputError, match="geometry|projection"):  # the 3D case scores; the 2D one cannot load
+        evaluate_test_set(tmp_path / "scores", tmp_path / "reference.nii.gz", tmp_path / "reference.nii.gz",
+                          tmp_path / "views", tmp_path / "views")  # fmt: skip
+    assert not (tmp_path / "scores").exists()
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
