@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -36,6 +37,17 @@ SUBPACKAGES = (
     "apps",
 )
 """The layers, bottom first; public names are looked up in this order."""
+
+
+def main() -> None:
+    """The ``monai-gnerf`` command (:func:`monai_gnerf.apps.cli.main`); a Ctrl-C while it loads its
+    libraries (torch, MONAI: seconds) also ends in one line and status 130."""
+    try:
+        cli = importlib.import_module(f"{__name__}.apps.cli")
+    except KeyboardInterrupt:
+        print("monai-gnerf: interrupted", file=sys.stderr)
+        sys.exit(130)
+    cli.main()
 
 
 def __getattr__(name: str) -> Any:

@@ -47,6 +47,7 @@ __all__ = [
     "config_to_dict",
     "field_docs",
     "nest",
+    "path_text",
 ]
 
 T = TypeVar("T")
@@ -217,6 +218,16 @@ def as_flag(name: str, value: Any) -> bool:
     if flag is None:
         raise GnerfInputError(f"{name} is a flag: true or false, not {value!r}.")
     return flag
+
+
+def path_text(name: str, value: Any) -> Any:
+    """A path argument as text though a command line (fire: ours, MONAI's bundle runner) read it as
+    a number (``2024``); a float is refused, as its text is lost (``1e3`` became ``1000.0``). Other
+    values are returned as they are."""
+    if isinstance(value, float):
+        raise GnerfInputError(f"{name}: the command line read the path you gave as the number {value!r}; "
+                              "write it with ./ in front.")  # fmt: skip
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any:

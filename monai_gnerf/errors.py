@@ -7,11 +7,21 @@ command-line interface prints that sentence alone, without a traceback.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-__all__ = ["GnerfInputError", "GeometryError", "VolumeError", "first_line", "input_error_behind", "input_errors_surface"]
+__all__ = [
+    "GnerfInputError",
+    "GeometryError",
+    "VolumeError",
+    "ErrorsReportedOnce",
+    "first_line",
+    "input_error_behind",
+    "input_errors_surface",
+]
 
 
 class GnerfInputError(ValueError):
@@ -61,3 +71,27 @@ def input_errors_surface() -> Iterator[None]:
         if cause is None:
             raise
         raise cause from None
+
+
+class ErrorsReportedOnce:
+    """An Ignite (MONAI workflow) handler that leaves the reporting of an error to the program.
+
+    Attached before handlers that log an error with its traceback (MONAI's ``StatsHandler``), it
+    raises the error again at once (Ignite runs no further handler of an error one raises) and
+    drops Ignite's own "terminating due to exception" log line, so a bad input or a Ctrl-C ends in
+    the program's one line. Handlers that must act on an error (a checkpoint on Ctrl-C) go first.
+    """
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events  # the bottom layer imports Ignite only when a handler is used
+
+        engine.logger.addFilter(_not_a_termination_record)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, _raise_again)
+
+
+def _not_a_termination_record(record: logging.LogRecord) -> bool:
+    return "run is terminating due to exception" not in record.getMessage()
+
+
+def _raise_again(_: Any, error: BaseException) -> None:
+    raise error

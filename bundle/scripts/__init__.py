@@ -145,7 +145,8 @@ def check_options(*nodes: Any) -> tuple[Any, ...]:
 
 
 def report_errors_in_one_line() -> None:
-    """From now on, an uncaught exception caused by a user error ends the program with one line and status 2.
+    """From now on, an uncaught exception caused by a user error ends the program with one line and
+    status 2, and a Ctrl-C with one line and status 130.
 
     Other exceptions keep Python's traceback (they are bugs). Installing it twice is harmless.
     """
@@ -154,6 +155,9 @@ def report_errors_in_one_line() -> None:
         return
 
     def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):  # Ctrl-C: one line, and Python still exits with 130
+            print("monai-gnerf: interrupted", file=sys.stderr)
+            return
         found = user_error(error)
         if found is None:
             previous(kind, error, traceback)

@@ -18,9 +18,10 @@ import fire
 
 from monai_gnerf.apps.drr import simulate_drrs
 from monai_gnerf.apps.generative import single_view_reconstruction, train_prior_workflow
-from monai_gnerf.apps.options import check_option_names, command, path_text
+from monai_gnerf.apps.options import check_option_names, command
 from monai_gnerf.apps.demo import demo as main_demo
 from monai_gnerf.apps.sparse_view import reconstruct_folder
+from monai_gnerf.config import path_text
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import list_presets, load_geometry
 from monai_gnerf.metrics import evaluate_test_set

@@ -17,10 +17,10 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai_gnerf.config import ConfigLeaf, as_flag, config_from_dict, config_leaves, field_docs, nest
+from monai_gnerf.config import ConfigLeaf, as_flag, config_from_dict, config_leaves, field_docs, nest, path_text
 from monai_gnerf.errors import GnerfInputError
 
-__all__ = ["command", "check_option_names", "path_text"]
+__all__ = ["command", "check_option_names"]
 
 Report = Callable[[Any, dict[str, Any]], None]
 
@@ -65,15 +65,6 @@ def _own_value(name: str, value: Any, hint: Any) -> Any:
     if bool in admitted:
         return as_flag(f"--{name}", value)
     return path_text(name, value) if str in admitted else value
-
-
-def path_text(name: str, value: Any) -> Any:
-    """A path argument as text though fire read it as a number (``2024``); a float is refused, as
-    its text is lost (``1e3`` became ``1000.0``). Other values are returned as they are."""
-    if isinstance(value, float):
-        raise GnerfInputError(f"{name}: the command line read the path you gave as the number {value!r}; "
-                              "write it with ./ in front.")  # fmt: skip
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 PYTHON_ONLY = ("components",)

@@ -7,6 +7,7 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -145,9 +146,7 @@ def reconstruct_folder(
     meta = dict(projections.meta)
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
     voxels = math.prod(shape)
-    factor = field_supersampling(config.fit, geometry, affine)
-    finer = f", fitted {factor}x finer (supersample {factor})," if factor > 1 else ""
-    check_memory(FIELD_BYTES_PER_VOXEL * voxels * factor**3, f"a {'x'.join(map(str, shape))} reconstruction grid{finer}")
+    _check_grid_memory(shape, affine, config.fit, geometry)
     inputs = [Path(projections_dir) / name for name in PROJECTION_FOLDER_CONTENTS]
     check_volume_path(check_output(out, "file", overwrite, estimated_bytes=4 * voxels, inputs=inputs))
     check_output(figure_path(out), "file", overwrite, inputs=inputs)
@@ -171,6 +170,16 @@ def reconstruct_folder(
         save_dicom_series(dicom_dir, hu, affine, meta.get("source_dicom"), f"monai-gnerf {config.fit.method}, {geometry.num_views} views")
     _LOGGER.info(f"wrote {out} ({config.units}), grid {shape}, {result.iterations} iterations in {result.seconds:.0f} s")
     return result
+
+
+def _check_grid_memory(
+    shape: Sequence[int], affine: torch.Tensor, fit: ReconstructionConfig, geometry: ProjectionGeometry
+) -> None:
+    """Refuse a reconstruction grid (fitted as fine as ``fit`` and the detector say) that would not fit in memory."""
+    factor = field_supersampling(fit, geometry, affine)
+    finer = f", fitted {factor}x finer (supersample {factor})," if factor > 1 else ""
+    needed = FIELD_BYTES_PER_VOXEL * math.prod(shape) * factor**3
+    check_memory(needed, f"a {'x'.join(map(str, shape))} reconstruction grid{finer}")
 
 
 def _demo_fit() -> ReconstructionConfig:
@@ -216,12 +225,13 @@ def sparse_view_demo(
     ct = load_ct(example_ct_path())
     geo = load_geometry(config.geometry).with_uniform_angles(config.views)
     check_drr_memory(geo, ct)
+    shape, affine = grid_for_spacing(ct.shape, ct.affine, config.spacing_mm)
+    _check_grid_memory(shape, affine, config.fit, geo)
     out.mkdir(parents=True, exist_ok=True)
     mu = HUToAttenuation()(ct)
     with torch.no_grad():
         projections = GenerateDRR(geo, progress=True)(mu.to(device))
     geo = load_geometry(projections.meta["geometry"])
-    shape, affine = grid_for_spacing(ct.shape, ct.affine, config.spacing_mm)
     truth = resample_area(mu.as_tensor(), shape)
     support = silhouette_mask(projections.as_tensor(), geo, shape, affine)
     results: dict[str, ReconstructionResult] = {}

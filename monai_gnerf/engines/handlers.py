@@ -40,7 +40,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, TerminateOnNan
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
 
-from monai_gnerf.errors import first_line, GnerfInputError
+from monai_gnerf.errors import ErrorsReportedOnce, first_line, GnerfInputError
 from monai_gnerf.io.checkpoints import load_checkpoint_file
 from monai_gnerf.progress import bar_interval_s, progress_bar
 
@@ -358,9 +358,10 @@ def attach_training_handlers(
 ) -> None:
     """Attach the usual handlers to a training engine and resume it.
 
-    In order: the run state, the budget, the checkpoint and resume (with a ``work_dir``), MONAI's
-    ``StatsHandler`` and ``TensorBoardStatsHandler`` (with a ``tensorboard_dir``) and the progress
-    bar (with ``progress``); the stats and bar only on the main process of a distributed run.
+    In order: the run state, the budget, the checkpoint and resume (with a ``work_dir``),
+    :class:`~monai_gnerf.errors.ErrorsReportedOnce`, MONAI's ``StatsHandler`` and
+    ``TensorBoardStatsHandler`` (with a ``tensorboard_dir``) and the progress bar (with
+    ``progress``); the stats and bar only on the main process of a distributed run.
 
     Args:
         engine: engine whose step returns a dict of floats, or MONAI's ``[{...}]`` (see
@@ -398,6 +399,7 @@ def training_handlers(
             IterationCheckpoint(to_save, work_dir, prefix, checkpoint_every, logger),
             NewestCheckpointResume(to_save, work_dir, prefix, max_iterations, restart, logger),
         ]
+    handlers.append(ErrorsReportedOnce())  # after the checkpoint's Ctrl-C save, before the stats' traceback log
     if idist.get_rank() == 0:
         handlers.append(StatsHandler(iteration_log=lambda _, i: i % log_every == 0, epoch_log=False,
                                      output_transform=step_stats, name=logger))  # fmt: skip

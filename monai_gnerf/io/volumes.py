@@ -7,6 +7,7 @@ failure a user can fix raises :class:`~monai_gnerf.errors.VolumeError` with one 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,31 @@ def check_slice_spacing(headers: list[pydicom.Dataset], tolerance: float = 0.01)
         )
 
 
+def _check_no_gantry_tilt(headers: list[pydicom.Dataset], folder: Path, tolerance_deg: float = 0.5) -> None:
+    """Refuse a series whose slices step off their normal (a tilted gantry): its voxels form a
+    sheared grid, which a volume's affine (and ITK's reader, which keeps the normal) cannot hold.
+
+    Raises:
+        VolumeError: naming the tilt angle.
+    """
+    if len(headers) < 2 or any("ImagePositionPatient" not in h or "ImageOrientationPatient" not in h for h in headers):
+        return
+    row, col = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64).reshape(2, 3)
+    normal = np.cross(row, col)
+    points = np.array([np.asarray(h.ImagePositionPatient, dtype=np.float64) for h in headers])
+    ordered = points[np.argsort(points @ normal)]
+    step = ordered[-1] - ordered[0]
+    length = float(np.linalg.norm(step))
+    if length == 0:
+        return
+    tilt_deg = math.degrees(math.acos(min(1.0, abs(float(step @ normal)) / (length * float(np.linalg.norm(normal))))))
+    if tilt_deg > tolerance_deg:
+        raise VolumeError(
+            f"DICOM series {folder} has a gantry tilt of {tilt_deg:.1f} deg (its slices step off their normal); "
+            "resample it to an untilted grid first (e.g. 3D Slicer's acquisition transform)."
+        )
+
+
 def _check_slice_grid(headers: list[pydicom.Dataset], folder: Path) -> None:
     """Refuse a DICOM series whose slices differ in size or lack a usable PixelSpacing (ITK would
     read the first as another series and the second as 1 mm).
@@ -159,6 +185,7 @@ def load_ct(path: str | Path, what: str = "CT") -> MetaTensor:
     if path.is_dir():
         headers = _dicom_series(path)
         _check_slice_grid(headers, path)
+        _check_no_gantry_tilt(headers, path)
         check_slice_spacing(headers)  # one regular series, or a clear error; ITK then reads it
     image = load_image(path, _reader_for(path), what, VolumeError)
     image = image.squeeze() if image.ndim > 3 else image

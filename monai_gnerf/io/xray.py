@@ -53,6 +53,7 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
+_GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 _DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")  # DICOM files often have none, or end in a UID
 _PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 XRAY_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", *_PLAIN_IMAGE_SUFFIXES)
@@ -109,17 +110,24 @@ def _presentation_inverts(ds: pydicom.Dataset) -> bool:
     return str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
 
 
-def _display_values(pixels: np.ndarray, ds: pydicom.Dataset, apply_voi: bool, source: str) -> np.ndarray:
-    """Modality LUT, VOI LUT, Presentation LUT; MONOCHROME1 inverted unless the Presentation LUT did.
+def _voi_values(values: np.ndarray, ds: pydicom.Dataset, source: str) -> np.ndarray:
+    """The VOI LUT (window or LUT table) applied; an unusable one (a window width of 0, LUT data
+    shorter than its descriptor) is left out with a warning naming ``source``."""
+    if "VOILUTSequence" in ds:  # a LUT table is indexed by the nearest integer value
+        values = np.rint(values).astype(np.int64)
+    try:
+        return apply_voi_lut(values, ds).astype(np.float64)
+    except Exception as err:  # noqa: BLE001 - broken LUTs raise many types; each means "unusable"
+        _LOGGER.warning(f"{source}: its VOI LUT is unusable ({first_line(err)}); the image is read without it.")
+        return values.astype(np.float64)
 
-    An unusable VOI LUT (e.g. a window width of 0) is left out, with a warning naming ``source``.
-    """
+
+def _display_values(pixels: np.ndarray, ds: pydicom.Dataset, apply_voi: bool, source: str) -> np.ndarray:
+    """Modality LUT, VOI LUT (:func:`_voi_values`), Presentation LUT; MONOCHROME1 inverted unless
+    the Presentation LUT did."""
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if apply_voi and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        try:
-            values = apply_voi_lut(values, ds).astype(np.float64)
-        except ValueError as err:
-            _LOGGER.warning(f"{source}: its VOI LUT is unusable ({first_line(err)}); the image is read without it.")
+        values = _voi_values(values, ds, source)
     inverted = _presentation_inverts(ds)
     if "PresentationLUTSequence" in ds or "PresentationLUTShape" in ds:
         values = apply_presentation_lut(values, ds).astype(np.float64)
@@ -142,9 +150,12 @@ def _unreadable_dicom_message(path: Path, err: Exception) -> str:
 def _dicom_xray(path: Path, apply_voi: bool) -> XRayImage:
     try:
         ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+        pixels = ds.pixel_array if photometric in _GRAYSCALE else None
     except Exception as err:  # noqa: BLE001 - corrupt files raise many types; one message for all
         raise GnerfInputError(_unreadable_dicom_message(path, err)) from None
+    if pixels is None:
+        raise GnerfInputError(f"{path} has PhotometricInterpretation {photometric}; a radiograph is grayscale (MONOCHROME1 or 2).")
     if pixels.ndim != 2:
         raise GnerfInputError(f"{path} holds a {pixels.ndim}D image; a radiograph must be one 2D frame.")
     if "RescaleSlope" in ds and _number(ds.RescaleSlope) == 0:

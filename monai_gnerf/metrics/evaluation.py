@@ -51,8 +51,9 @@ from monai.transforms import MapTransform
 from monai.utils import CommonKeys
 from torch import nn
 
+from monai_gnerf.config import path_text
 from monai_gnerf.data import ct_cases, is_ct_collection, resolve_ct_path
-from monai_gnerf.errors import GnerfInputError, input_errors_surface
+from monai_gnerf.errors import ErrorsReportedOnce, GnerfInputError, input_errors_surface
 from monai_gnerf.geometry import resample_area, resampled_affine
 from monai_gnerf.io import atomic_output_dir, check_output, load_ct, load_projections, write_json
 from monai_gnerf.metrics.features import RandomConvFeatures, TorchScriptFeatures, extract_features
@@ -236,7 +237,8 @@ def volume_pairs(reconstructions: str | Path, references: str | Path) -> list[tu
         reconstructions: a reconstruction NIfTI, or a folder of them.
         references: a reference CT (file, DICOM folder or ``example``), or a folder of CTs.
     """
-    reconstructions = Path(reconstructions)
+    reconstructions = Path(path_text("reconstructions", reconstructions))
+    references = path_text("references", references)
     if not reconstructions.exists():
         raise GnerfInputError(f"reconstructions not found: {reconstructions}")
     single = not is_ct_collection(references)
@@ -245,7 +247,8 @@ def volume_pairs(reconstructions: str | Path, references: str | Path) -> list[tu
 
 def projection_pairs(projections: str | Path, reference_projections: str | Path) -> list[tuple[str, Path, Path]]:
     """``(case, projection folder, reference projection folder)`` triples (pairing: see module docstring)."""
-    projections, reference_projections = Path(projections), Path(reference_projections)
+    projections = Path(path_text("projections", projections))
+    reference_projections = Path(path_text("reference_projections", reference_projections))
     for path in (projections, reference_projections):
         if not path.is_dir():
             raise GnerfInputError(f"projection folder not found: {path}")
@@ -353,11 +356,14 @@ def volume_evaluator(
     made = {name: IgniteMetricHandler(ImagePairMetric(metric, 1.0), output_transform=pairs, save_details=True)
             for name, metric in (metrics if metrics is not None else METRICS_3D).items()}  # fmt: skip
     first = next(iter(made))
-    return SupervisedEvaluator(
+    evaluator = SupervisedEvaluator(
         device=torch.device(device), val_data_loader=data_loader, network=network or nn.Identity(),
         inferer=inferer or SimpleInferer(), key_val_metric={first: made[first]},
-        additional_metrics={k: v for k, v in made.items() if k != first} or None, val_handlers=handlers,
+        additional_metrics={k: v for k, v in made.items() if k != first} or None,
     )  # fmt: skip
+    for handler in (ErrorsReportedOnce(), *(handlers or ())):  # a bad input is reported once, by the caller
+        handler.attach(evaluator)
+    return evaluator
 
 
 def _run_evaluator(evaluator: SupervisedEvaluator) -> None:
@@ -445,7 +451,7 @@ def evaluate_test_set(
     metrics_3d = dict(metrics_3d if metrics_3d is not None else METRICS_3D)
     metrics_2d = dict(metrics_2d if metrics_2d is not None else METRICS_2D)
     test_set_metrics_2d = dict(test_set_metrics_2d or {})
-    output_dir = check_output(output_dir, "dir", overwrite=True)  # metric files are rewritten
+    output_dir = check_output(path_text("output_dir", output_dir), "dir", overwrite=True)  # metric files are rewritten
     summary: dict[str, Any] = {
         "data_range": 1.0,
         "normalization": "min-max with the reference's range; volumes clipped below at -1000 HU first",

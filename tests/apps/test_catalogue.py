@@ -100,6 +100,8 @@ def _options(inputs: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "final_lr_fraction 2": (rec + ["--final_lr_fraction", "2"], r"final_lr_fraction must be a number > 0 and <= 1"),
         "tv_weight -1": (rec + ["--tv_weight", "-1"], r"tv_weight must be a number >= 0"),
         "terabyte grid": (rec[:4] + ["--spacing_mm", "0.001"], r"reconstruction grid needs about .* of memory"),
+        "terabyte demo grid": (["demo", "--out", str(out / "dm"), "--views", "2", "--spacing_mm", "0.0001"],
+                               r"reconstruction grid needs about .* of memory"),  # fmt: skip
         "unknown method": (rec + ["--method", "sart"], r"method must be 'grid', 'naf', 'nerf' or 'fdk'"),
         "unknown render_mode": (["train-prior", "--out", str(out / "p"), "--render_mode", "x"], r"render_mode must be"),
         "zero subjects": (["train-prior", "--out", str(out / "p"), "--subjects", "0"], r"subjects must be an integer >= 1"),
@@ -174,6 +176,11 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         files = write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(1.0, 1.0, 2.0))
         files[3].unlink()
         return ["drr", str(work / "series"), *out], r"not evenly spaced: a 4 mm gap after slice 2 where the others are 2 mm"
+    if kind == "DICOM series with a gantry tilt":  # slices 2 mm apart along z, their planes tilted 20 degrees
+        tilt = np.radians(20.0)
+        write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(1.0, 1.0, 2.0),
+                        extra_tags={"ImageOrientationPatient": [1, 0, 0, 0, np.cos(tilt), np.sin(tilt)]})  # fmt: skip
+        return ["drr", str(work / "series"), *out], r"has a gantry tilt of 20.0 deg"
     if kind in ("text mu_water_per_mm", "singular volume_affine"):
         folder = _copy_projections(inputs, work, "p")
         meta = json.loads((folder / "projections.json").read_text())
@@ -239,7 +246,7 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
 CORRUPT_CASES = [
     "truncated stack", "corrupt projections.json", "negative projections", "empty checkpoint", "NaN-weight checkpoint",
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
-    "truncated CT", "DICOM series with a missing slice", "source inside the volume", "detector of 960 GB",
+    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "detector of 960 GB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
     "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
     "DICOM series without PixelSpacing", "DICOM series of two slice sizes",

@@ -330,3 +330,15 @@ def test_png_views_load_in_numeric_order_and_an_empty_mask_is_refused(tmp_path, 
     assert exit_info.value.code == 2
     assert "has no voxel > 0 on the reconstruction grid" in capsys.readouterr().err
     assert not (tmp_path / "r.nii.gz").exists()
+
+
+def test_a_ctrl_c_while_the_command_loads_its_libraries_is_one_line(monkeypatch, capsys):
+    import monai_gnerf
+
+    def interrupted_import(name, *args, **kwargs):
+        raise KeyboardInterrupt  # what Ctrl-C raises while torch and MONAI load
+
+    monkeypatch.setattr(monai_gnerf.importlib, "import_module", interrupted_import)
+    with pytest.raises(SystemExit) as exit_info:
+        monai_gnerf.main()
+    assert exit_info.value.code == 130 and capsys.readouterr().err == "monai-gnerf: interrupted\n"

@@ -562,6 +562,9 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         # ... as does a 2D case failing after the 3D cases were scored and saved (MONAI's MetricsSaver)
         ("evaluate.json", {"reconstructions": "{ct}", "references": "{ct}", "projections": "{tmp}",
                            "reference_projections": "{projections}"}, "has no geometry.json describing its projections"),
+        ("evaluate.json", {"reconstructions": "{ct}", "references": "{tmp}/tiny.nii.gz"}, "absurd voxel spacing"),
+        ("evaluate.json", {"reconstructions": "{ct}", "references": "{ct}", "device": "banana"}, "unknown device 'banana'"),
+        ("evaluate.json", {"reconstructions": 5, "references": "{ct}"}, "reconstructions not found: 5"),
     ],
 )  # fmt: skip
 def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, data, drr_single, capsys):
@@ -571,11 +574,14 @@ def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_
     written."""
     places = {"tmp": tmp_path, "projections": drr_single[1] / "projections", "ct": data["ct_a"]}
     overrides = {key: value.format(**places) if isinstance(value, str) else value for key, value in overrides.items()}
+    save_volume(tmp_path / "tiny.nii.gz", torch.zeros(4, 4, 4), torch.diag(torch.tensor([1e-3, 1e-3, 1e-3, 1.0])))
     try:
         bundle_in_process(config, output_dir=str(tmp_path / "out"), **overrides)
     except SystemExit as exit_info:
         assert exit_info.code == 2
-        last = capsys.readouterr().err.strip().splitlines()[-1]
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, err[-3000:]  # not logged by a handler on the way either
+        last = err.strip().splitlines()[-1]
         assert last.startswith("monai-gnerf: error: ") and message.format(**places) in last
     except RuntimeError as err:
         assert _reports_in_one_line(json.loads((CONFIGS / config).read_text()))
@@ -589,6 +595,15 @@ def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_
 def _write_then_fail(folder: Path) -> None:
     (folder / "input").mkdir(parents=True, exist_ok=True)
     raise GnerfInputError("bad input after writing")
+
+
+def test_an_interrupted_bundle_run_ends_in_one_line(monkeypatch, capsys):
+    """Ctrl-C reaches the hook as an uncaught KeyboardInterrupt: one line, no traceback (Python
+    then exits with the status of SIGINT, 130)."""
+    monkeypatch.setattr(sys, "excepthook", lambda *_: pytest.fail("the previous hook printed a traceback"))
+    bundle_scripts.report_errors_in_one_line()
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert capsys.readouterr().err == "monai-gnerf: interrupted\n"
 
 
 def test_run_output_removes_only_a_folder_its_run_made(tmp_path, capsys):

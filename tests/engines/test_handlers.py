@@ -11,6 +11,7 @@ import torch
 from ignite.engine import Engine
 
 from monai_gnerf.engines import RunState, attach_training_handlers, latest_checkpoint, run_engine
+from monai_gnerf.errors import GnerfInputError
 
 
 def test_budget_runs_show_time_against_the_budget(capsys):
@@ -94,3 +95,22 @@ def test_periodic_checkpoints_in_a_relative_folder_keep_the_newest_only(tmp_path
                              work_dir="checkpoints", tensorboard_dir=None, progress=False, logger="test")  # fmt: skip
     run_engine(engine, 10)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == ["count_checkpoint_10.pt"]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), GnerfInputError("a bad input found mid-run")])
+def test_an_error_in_a_step_is_left_to_the_program_to_report(error, tmp_path, caplog):
+    """Without a work folder nothing saves on Ctrl-C; MONAI's StatsHandler would log the error with
+    its traceback and Ignite its "terminating" line before the program's own one line."""
+
+    def step(engine, _):
+        if engine.state.iteration == 3:
+            raise error
+        return {"loss": 1.0}
+
+    engine = Engine(step)
+    attach_training_handlers(engine, {"run": RunState({"kind": "t"})}, prefix="t", max_iterations=10, log_every=1,
+                             checkpoint_every=10, budget_s=None, work_dir=None, tensorboard_dir=None,
+                             progress=False, logger="test")  # fmt: skip
+    with caplog.at_level("INFO"), pytest.raises(type(error)):
+        run_engine(engine, 10)
+    assert "Traceback" not in caplog.text and "Exception" not in caplog.text and "terminating" not in caplog.text

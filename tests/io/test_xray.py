@@ -190,3 +190,29 @@ def test_an_image_format_not_read_here_is_named_not_reported_as_broken_dicom(tmp
     (tmp_path / "1.2.840.10008.99").write_bytes(b"not a dicom")  # named by its UID: a broken DICOM file
     with pytest.raises(GnerfInputError, match="could not read DICOM X-ray"):
         load_xray(tmp_path / "1.2.840.10008.99")
+
+
+def test_voi_lut_tables_are_indexed_by_integers_and_a_broken_one_is_left_out(tmp_path, caplog):
+    from pydicom.dataset import Dataset
+
+    pixels = np.tile(np.arange(0, 4000, 200, dtype=np.uint16), (4, 1))
+    table = Dataset()
+    table.add_new(0x00283002, "US", [4096, 0, 16])  # LUTDescriptor
+    table.add_new(0x00283006, "US", [4095 - i for i in range(4096)])  # LUTData: an inverting table
+    write_dx(tmp_path / "dx.dcm", pixels, VOILUTSequence=[table], PixelSpacing=[0.5, 0.5])
+    with caplog.at_level("WARNING"):
+        values = load_xray(tmp_path / "dx.dcm").values
+    assert torch.equal(values, torch.from_numpy(4095.0 - pixels.astype(np.float32)))
+    assert caplog.text == ""  # no "VOI LUT on a float input array" warning
+    table.add_new(0x00283006, "OW", b"\x00\x01" * 10)  # 10 entries where the descriptor promises 4096
+    write_dx(tmp_path / "broken.dcm", pixels, VOILUTSequence=[table], PixelSpacing=[0.5, 0.5])
+    with caplog.at_level("WARNING"):
+        values = load_xray(tmp_path / "broken.dcm").values
+    assert torch.equal(values, torch.from_numpy(pixels).float()) and "its VOI LUT is unusable" in caplog.text
+
+
+@pytest.mark.parametrize("photometric", ["PALETTE COLOR", "RGB"])
+def test_a_colour_dicom_is_not_read_as_a_radiograph(tmp_path, photometric):
+    write_dx(tmp_path / "dx.dcm", np.zeros((8, 8)), PhotometricInterpretation=photometric, PixelSpacing=[0.5, 0.5])
+    with pytest.raises(GnerfInputError, match=f"has PhotometricInterpretation {photometric}; a radiograph is grayscale"):
+        load_xray(tmp_path / "dx.dcm")
