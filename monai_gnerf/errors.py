@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ __all__ = [
     "GeometryError",
     "VolumeError",
     "ErrorsReportedOnce",
+    "error_behind",
     "first_line",
     "input_error_behind",
     "input_errors_surface",
@@ -48,16 +49,22 @@ def first_line(err: BaseException) -> str:
     return _ITK_PREFIX.sub("", lines[0]) if lines else type(err).__name__
 
 
-def input_error_behind(error: BaseException | None) -> GnerfInputError | None:
-    """The :class:`GnerfInputError` that caused ``error`` (itself, or along its ``__cause__`` /
-    ``__context__`` chain, where MONAI's transforms, engines and config parser wrap it), or ``None``."""
+def error_behind(error: BaseException | None, matches: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first error that ``matches`` among ``error`` and its ``__cause__`` / ``__context__``
+    chain (where MONAI's transforms, engines and config parser wrap it), or ``None``."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, GnerfInputError):
+        if matches(error):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def input_error_behind(error: BaseException | None) -> GnerfInputError | None:
+    """The :class:`GnerfInputError` that caused ``error`` (see :func:`error_behind`), or ``None``."""
+    found = error_behind(error, lambda e: isinstance(e, GnerfInputError))
+    return found if isinstance(found, GnerfInputError) else None
 
 
 @contextmanager

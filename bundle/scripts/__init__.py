@@ -60,7 +60,7 @@ from monai_gnerf.apps import DRRConfig, check_device, simulate_drrs
 from monai_gnerf.engines import PriorTrainer
 from monai_gnerf.config import Config, as_flag
 from monai_gnerf.data import ct_cases, is_ct_collection
-from monai_gnerf.errors import input_error_behind as user_error  # the error a user can fix, behind MONAI's wrappers
+from monai_gnerf.errors import GnerfInputError, error_behind
 from monai_gnerf.io import check_output, removed_on_failure
 from monai_gnerf.networks import load_generator
 
@@ -81,6 +81,18 @@ T = TypeVar("T")
 SINGLE_CT_FOLDER = "projections"
 """Name of the projection folder written for a dataset that is a single CT."""
 _LOGGER = logging.getLogger("monai_gnerf.bundle")
+
+
+def user_error(error: BaseException | None) -> BaseException | None:
+    """The error a user can fix behind MONAI's wrappers: a :class:`~monai_gnerf.errors.GnerfInputError`,
+    or MONAI's "Cannot locate class or function path" for a ``_target_`` (of a config or an
+    override on the command line) that names nothing importable; ``None`` for anything else."""
+    return error_behind(error, _fixable_by_the_user)
+
+
+def _fixable_by_the_user(error: BaseException) -> bool:
+    unknown_target = isinstance(error, ModuleNotFoundError) and str(error).startswith("Cannot locate class or function path")
+    return isinstance(error, GnerfInputError) or unknown_target
 
 
 def run_or_exit(job: Callable[..., T], *args: Any, **kwargs: Any) -> T:

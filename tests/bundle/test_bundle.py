@@ -565,6 +565,8 @@ def test_a_wrong_path_fails_with_one_clear_line_through_the_cli(wrong_path_cli):
         ("evaluate.json", {"reconstructions": "{ct}", "references": "{tmp}/tiny.nii.gz"}, "absurd voxel spacing"),
         ("evaluate.json", {"reconstructions": "{ct}", "references": "{ct}", "device": "banana"}, "unknown device 'banana'"),
         ("evaluate.json", {"reconstructions": 5, "references": "{ct}"}, "reconstructions not found: 5"),
+        ("reconstruct.json", {"projections_dir": "{projections}", "optimizer#_target_": "torch.optim.NoSuch"},
+         "Cannot locate class or function path: 'torch.optim.NoSuch'"),
     ],
 )  # fmt: skip
 def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_path, data, drr_single, capsys):
@@ -583,7 +585,7 @@ def test_user_errors_in_process_are_one_message(config, overrides, message, tmp_
         assert "Traceback" not in err, err[-3000:]  # not logged by a handler on the way either
         last = err.strip().splitlines()[-1]
         assert last.startswith("monai-gnerf: error: ") and message.format(**places) in last
-    except RuntimeError as err:
+    except (RuntimeError, ModuleNotFoundError) as err:  # MONAI's, raised while it builds the components
         assert _reports_in_one_line(json.loads((CONFIGS / config).read_text()))
         found = bundle_scripts.user_error(err)
         assert found is not None and message.format(**places) in str(found)
