@@ -105,8 +105,9 @@ def check_output(
 
 def _check_not_an_input(path: Path, replaced: Sequence[Path], inputs: Sequence[str | Path], option: str) -> None:
     """Refuse a destination whose outputs would replace one of the job's inputs (or a folder holding one)."""
+    targets = [t.resolve() for t in replaced]
     for source in (Path(i).resolve() for i in inputs):
-        for target in (t.resolve() for t in replaced):
+        for target in targets:
             if source == target or target in source.parents:
                 raise GnerfInputError(f"{option} {path} would replace the input {source}; write elsewhere.")
 

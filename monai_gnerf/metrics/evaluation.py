@@ -367,8 +367,8 @@ def volume_evaluator(
 
 
 def _run_evaluator(evaluator: SupervisedEvaluator) -> None:
-    """Run an evaluation; a bad input (an unreadable file, grids that do not match) comes out as its
-    own :class:`GnerfInputError`, not logged by the engine on the way (the caller reports it once)."""
+    """Run an evaluation quietly (no Ignite run lines); a bad input (an unreadable file, grids that
+    do not match) comes out as its own :class:`GnerfInputError`, which the caller reports once."""
     level = evaluator.logger.level
     evaluator.logger.setLevel(logging.CRITICAL)
     try:
@@ -466,7 +466,6 @@ def evaluate_test_set(
         rows, names = _volume_rows(evaluator, datalist)
         tables["metrics_3d.csv"] = (rows, ["case", "prediction", "reference", *names])
         summary["volumes"] = {"metrics": names, "cases": rows, "mean": _mean(rows, names)}
-        summary["outputs"]["metrics_3d_csv"] = str(output_dir / "metrics_3d.csv")
     if projections is not None and reference_projections is not None:
         rows, all_estimates, all_truths = [], [], []
         for name, prediction_dir, reference_dir in projection_pairs(projections, reference_projections):
@@ -496,8 +495,7 @@ def evaluate_test_set(
                 name: getattr(metric, "description", "") for name, metric in test_set_metrics_2d.items()
             },
         }
-        summary["outputs"]["metrics_2d_csv"] = str(output_dir / "metrics_2d.csv")
-    summary["outputs"]["metrics_json"] = str(output_dir / "metrics.json")
+    summary["outputs"] = {name.replace(".", "_"): str(output_dir / name) for name in [*tables, "metrics.json"]}
     with atomic_output_dir(output_dir) as staging:  # every case scored before any file is written
         for name, (rows, columns) in tables.items():
             _write_csv(staging / name, rows, columns)
