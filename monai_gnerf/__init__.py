@@ -45,7 +45,9 @@ def main() -> None:
     try:
         cli = importlib.import_module(f"{__name__}.apps.cli")
     except KeyboardInterrupt:
-        print("monai-gnerf: interrupted", file=sys.stderr)
+        from monai_gnerf.errors import report_interrupted  # light: logging, re, sys
+
+        report_interrupted()
         sys.exit(130)
     cli.main()
 

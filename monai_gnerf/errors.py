@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "first_line",
     "input_error_behind",
     "input_errors_surface",
+    "report_interrupted",
 ]
 
 
@@ -39,6 +41,13 @@ class VolumeError(GnerfInputError):
 
 _SOURCE_LOCATION = re.compile(r"\.(c|cc|cpp|cxx|h|hxx)(:\d+)+:?$")  # ITK's "...itkPNGImageIO.cxx:249:" line
 _ITK_PREFIX = re.compile(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ")
+
+
+def report_interrupted() -> None:
+    """Say on stderr, in one line, that a Ctrl-C ended the program (every front door: the CLI, its
+    entry point, the bundle). On a terminal the line starts afresh: the cursor stands after the
+    echoed ``^C``, often at the end of a progress bar."""
+    print(f"{chr(10) if sys.stderr.isatty() else ''}monai-gnerf: interrupted", file=sys.stderr)
 
 
 def first_line(err: BaseException) -> str:

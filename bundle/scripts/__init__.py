@@ -60,7 +60,7 @@ from monai_gnerf.apps import DRRConfig, check_device, simulate_drrs
 from monai_gnerf.engines import PriorTrainer
 from monai_gnerf.config import Config, as_flag
 from monai_gnerf.data import ct_cases, is_ct_collection
-from monai_gnerf.errors import GnerfInputError, error_behind
+from monai_gnerf.errors import GnerfInputError, error_behind, report_interrupted
 from monai_gnerf.io import check_output, removed_on_failure
 from monai_gnerf.networks import load_generator
 
@@ -168,7 +168,7 @@ def report_errors_in_one_line() -> None:
 
     def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
         if issubclass(kind, KeyboardInterrupt):  # Ctrl-C: one line, and Python still exits with 130
-            print("monai-gnerf: interrupted", file=sys.stderr)
+            report_interrupted()
             return
         found = user_error(error)
         if found is None:

@@ -22,7 +22,7 @@ from monai_gnerf.apps.options import check_option_names, command
 from monai_gnerf.apps.demo import demo as main_demo
 from monai_gnerf.apps.sparse_view import reconstruct_folder
 from monai_gnerf.config import path_text
-from monai_gnerf.errors import GnerfInputError
+from monai_gnerf.errors import GnerfInputError, report_interrupted
 from monai_gnerf.geometry import list_presets, load_geometry
 from monai_gnerf.metrics import evaluate_test_set
 from monai_gnerf.resources import set_threads
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"monai-gnerf: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("monai-gnerf: interrupted", file=sys.stderr)
+        report_interrupted()
         sys.exit(130)
 
 
