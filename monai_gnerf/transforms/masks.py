@@ -112,6 +112,10 @@ def silhouette_mask(
 
     Returns:
         ``uint8`` mask of ``shape``.
+
+    Raises:
+        GnerfInputError: every voxel is carved away (no ray that crosses the grid saw anything,
+            e.g. all-zero projections or an object outside the grid): a fit would give air.
     """
     affine = torch.as_tensor(affine, dtype=torch.float64)
     inside = torch.ones(*shape, dtype=torch.bool)
@@ -123,5 +127,10 @@ def silhouette_mask(
         on_detector = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
         seen = projections[view].cpu()[r.clamp(0, rows - 1), c.clamp(0, cols - 1)] > threshold
         inside &= seen | ~on_detector
+    if not inside.any():
+        raise GnerfInputError(
+            f"the silhouette mask is empty: no detector pixel that sees the grid has a line integral above {threshold} "
+            "(are these line integrals, of an object inside the grid?)."
+        )
     carved = inside.numpy()
     return torch.from_numpy(dilate_mm(carved, voxel_spacing_mm(affine), margin_mm).astype(np.uint8))

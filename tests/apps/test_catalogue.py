@@ -138,6 +138,11 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         stack = nib.load(folder / "projections.nii.gz")
         nib.save(nib.Nifti1Image(-np.asarray(stack.dataobj) - 1.0, stack.affine), folder / "projections.nii.gz")
         return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), *FIT], r"below zero by more than noise"
+    if kind == "all-zero projections":
+        folder = _copy_projections(inputs, work, "p")
+        stack = nib.load(folder / "projections.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros(stack.shape, np.float32), stack.affine), folder / "projections.nii.gz")
+        return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), *FIT], r"the silhouette mask is empty"
     if kind == "empty checkpoint":
         (work / "empty.pt").write_bytes(b"")
         return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "empty.pt"), *out], r"cannot load checkpoint"
@@ -244,7 +249,7 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
 
 
 CORRUPT_CASES = [
-    "truncated stack", "corrupt projections.json", "negative projections", "empty checkpoint", "NaN-weight checkpoint",
+    "truncated stack", "corrupt projections.json", "negative projections", "all-zero projections", "empty checkpoint", "NaN-weight checkpoint",
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
     "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "detector of 960 GB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
