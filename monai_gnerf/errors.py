@@ -47,7 +47,8 @@ def report_interrupted() -> None:
     """Say on stderr, in one line, that a Ctrl-C ended the program (every front door: the CLI, its
     entry point, the bundle). On a terminal the line starts afresh: the cursor stands after the
     echoed ``^C``, often at the end of a progress bar."""
-    print(f"{chr(10) if sys.stderr.isatty() else ''}monai-gnerf: interrupted", file=sys.stderr)
+    fresh_line = "\n" if sys.stderr.isatty() else ""
+    print(f"{fresh_line}monai-gnerf: interrupted", file=sys.stderr)
 
 
 def first_line(err: BaseException) -> str:
