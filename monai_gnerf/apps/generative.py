@@ -20,6 +20,7 @@ from monai_gnerf.apps.common import Units, check_device, to_units
 from monai_gnerf.apps.figures import fit_figure, single_view_figure
 from monai_gnerf.config import Config, NonNegativeInt, PositiveFloat, PositiveInt, Range, config_to_dict
 from monai_gnerf.data import (
+    SCENE_HALF_SIZE_MM,
     CTPopulation,
     CTViewDataset,
     MedNeRFFolderDataset,
@@ -111,7 +112,12 @@ class TrainPriorJobConfig(Config):
 
 
 def prior_dataset(
-    data: str | Path, geometry: ProjectionGeometry, subjects: int = 32, seed: int = 0, transform: Any = None
+    data: str | Path,
+    geometry: ProjectionGeometry,
+    subjects: int = 32,
+    seed: int = 0,
+    transform: Any = None,
+    extent_mm: float = SCENE_HALF_SIZE_MM,
 ) -> Dataset:
     """The training views named by ``data``.
 
@@ -126,6 +132,8 @@ def prior_dataset(
         transform: the preprocessing of each CT of CT data (default
             :func:`~monai_gnerf.transforms.ct_view_preprocessing` of ``geometry``); populations and
             MedNeRF folders bring their own views.
+        extent_mm: half-size of the cube varied CTs are resampled onto, mm: the generator's
+            scene (``GeneratorConfig.extent_mm``), so no anatomy the generator must render is cut.
     """
     text = str(data)
     if text.startswith("phantoms"):
@@ -135,7 +143,7 @@ def prior_dataset(
         return PhantomViewDataset(PhantomPopulation(kind, seed), geometry, range(subjects))  # type: ignore[arg-type]
     if text.startswith("varied:"):
         cts = tuple(str(path) for _, path in ct_cases(text.split(":", 1)[1]))
-        return PhantomViewDataset(CTPopulation(cts, seed), geometry, range(subjects))
+        return PhantomViewDataset(CTPopulation(cts, seed, extent_mm=extent_mm), geometry, range(subjects))
     path = Path(text)
     if not path.exists():
         raise GnerfInputError(f"training data not found: {path} (use 'phantoms', 'varied:<CTs>', a MedNeRF folder or CTs).")
@@ -226,7 +234,7 @@ def train_prior_workflow(
     if tensorboard_dir is not None:
         check_output(tensorboard_dir, "dir", overwrite=True, option="--tensorboard_dir")
     geo = prior_geometry(config)
-    dataset = prior_dataset(config.data, geo, config.subjects)
+    dataset = prior_dataset(config.data, geo, config.subjects, extent_mm=config.prior.generator.extent_mm)
     result = train_prior(dataset, geo, config.prior, out / "checkpoints", tensorboard_dir, device, restart=overwrite)
     return export_prior(out, result, dataset, config)
 

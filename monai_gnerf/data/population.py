@@ -32,7 +32,15 @@ from monai_gnerf.io import load_ct
 from monai_gnerf.physics import MU_WATER_PER_MM, hu_to_attenuation
 from monai_gnerf.render import VolumeProjector, sample_volume_at, world_to_index_rays
 
-__all__ = ["HELD_OUT_START", "VALIDATION_START", "AnatomyKind", "CTPopulation", "PhantomPopulation", "VolumeSubject"]
+__all__ = [
+    "HELD_OUT_START",
+    "SCENE_HALF_SIZE_MM",
+    "VALIDATION_START",
+    "AnatomyKind",
+    "CTPopulation",
+    "PhantomPopulation",
+    "VolumeSubject",
+]
 
 AnatomyKind = Literal["chest", "knee"]
 HELD_OUT_START = 10_000  # first held-out (test) subject index of a population
@@ -265,6 +273,12 @@ def _attenuation_of(path: str, mu_water_per_mm: float) -> tuple[torch.Tensor, to
     return hu_to_attenuation(ct.as_tensor().float(), mu_water_per_mm), affine
 
 
+SCENE_HALF_SIZE_MM = 200.0
+"""Half-size of the cube around the isocenter that a generator's scene fills, mm: the default of
+:class:`~monai_gnerf.networks.GeneratorConfig` ``extent_mm`` and of the cube varied CTs are
+resampled onto (:class:`CTPopulation`)."""
+
+
 @dataclass(frozen=True)
 class CTPopulation:
     """Random variations of a few CTs: a population a prior can learn from when CTs are scarce.
@@ -290,7 +304,7 @@ class CTPopulation:
     cts: tuple[str, ...] = ("example",)
     seed: int = 0
     grid_size: int = 96
-    extent_mm: float = 200.0
+    extent_mm: float = SCENE_HALF_SIZE_MM
     scale: float = 0.08
     rotation_deg: float = 6.0
     translation_mm: float = 10.0

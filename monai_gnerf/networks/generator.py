@@ -36,6 +36,7 @@ from torch import nn
 
 from monai_gnerf.config import Config, NonNegativeInt, PositiveFloat, PositiveInt
 from monai_gnerf.data.phantoms import centered_grid
+from monai_gnerf.data.population import SCENE_HALF_SIZE_MM
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.networks.encodings import FrequencyEncoding
@@ -87,7 +88,7 @@ class GeneratorConfig(Config):
     num_frequencies: NonNegativeInt = 6
     grid_size: PositiveInt = 32
     grid_channels: PositiveInt = 32
-    extent_mm: PositiveFloat = 200.0
+    extent_mm: PositiveFloat = SCENE_HALF_SIZE_MM
     num_samples: PositiveInt = 24
     render_mode: RenderMode = "line_integral"
     scale_per_mm: PositiveFloat = MU_WATER_PER_MM

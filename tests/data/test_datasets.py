@@ -92,6 +92,8 @@ def test_ct_population_varies_the_ct_deterministically_and_knows_its_volumes():
     centre = torch.zeros(1, 3, dtype=torch.float64)
     assert 0.005 < float(a.density(centre)) < 0.04  # soft tissue or lung-blended tissue in 1/mm at the isocenter
     dataset = prior_dataset("varied:example", tiny_geometry(4), subjects=2)
+    smaller = prior_dataset("varied:example", tiny_geometry(4), subjects=1, extent_mm=150.0).subject(0)
+    assert smaller.affine[0, 0] * smaller.attenuation.shape[0] == pytest.approx(300.0)  # the generator's cube
     view = dataset[1]["image"]  # subject 0, view 1
     o, d = dataset.geometry.rays([1], dtype=torch.float64)
     assert torch.allclose(view, dataset.subject(0).line_integrals(o[0], d[0]).float(), atol=1e-4)
