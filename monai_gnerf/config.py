@@ -161,12 +161,19 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], error: type[GnerfInp
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise error(f"unknown {_kind(cls)} field(s) {unknown}; known fields: {sorted(known)}.")
+    missing = [name for name, f in known.items() if name not in data and _is_required(f)]
+    if missing:
+        raise error(f"incomplete {_kind(cls)}: it lacks the required field(s) {missing}.")
     hints = _hints(cls)
     values = {name: _coerce(value, hints[name], name, error) for name, value in data.items()}
     try:
         return cls(**values)
     except TypeError as err:
         raise error(f"incomplete {_kind(cls)}: {err}.") from None
+
+
+def _is_required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def _kind(cls: type) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ def _report_path(path: Path, _: dict[str, Any]) -> None:
 def _report_single_view(summary: dict[str, Any], arguments: dict[str, Any]) -> None:
     out = arguments["out"]
     print(f"angle {summary['angle_deg']:.1f} deg; wrote {out}/views, {out}/views.gif, {out}/volume.nii.gz")
+
+
+_SIGPIPE_STATUS = 141  # what a shell reports for a program ended by SIGPIPE (128 + 13)
 
 
 class Commands:
@@ -183,13 +187,16 @@ def main(argv: list[str] | None = None) -> None:
         threads, args = _pop_threads(args)
         set_threads(threads)
         _check_options(args)
-        fire.Fire(Commands, command=args, name="monai-gnerf")
+        fire.Fire(Commands(), command=args, name="monai-gnerf")
     except GnerfInputError as err:
         print(f"monai-gnerf: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         report_interrupted()
         sys.exit(130)
+    except BrokenPipeError:  # the reader went away (`monai-gnerf presets | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        sys.exit(_SIGPIPE_STATUS)
 
 
 if __name__ == "__main__":

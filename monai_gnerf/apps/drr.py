@@ -89,10 +89,12 @@ def simulate_drrs(
     config = config or DRRConfig()
     device = check_device(device)
     geo = load_geometry(config.geometry)
+    ct_path = resolve_ct_path(ct)
+    views = geo.num_views if config.views is None else config.views
+    check_output(out, "dir", overwrite, PROJECTION_FOLDER_CONTENTS, projection_folder_bytes(views, geo.detector_shape),
+                 inputs=[ct_path])  # fmt: skip
     if config.views is not None:
         geo = geo.with_uniform_angles(config.views)
-    ct_path = resolve_ct_path(ct)
-    check_output(out, "dir", overwrite, PROJECTION_FOLDER_CONTENTS, projection_folder_bytes(geo), inputs=[ct_path])
     volume = load_ct(ct_path)
     check_drr_memory(geo, volume)
     check_source_outside(geo.resolved(volume_center_mm(volume.affine, volume.shape).tolist()), volume.shape, volume.affine)

@@ -373,7 +373,7 @@ class SingleViewWriter:
         overwrite: bool = False, xray: str | Path | None = None,
     ) -> None:  # fmt: skip
         voxels = config.volume_size**3
-        output_bytes = projection_folder_bytes(header.geometry.with_uniform_angles(config.views)) + 4 * voxels
+        output_bytes = projection_folder_bytes(config.views, header.geometry.detector_shape) + 4 * voxels
         check_memory(_VOLUME_BYTES_PER_VOXEL * voxels, f"a {config.volume_size}^3 volume")
         inputs = [checkpoint] if xray is None else [checkpoint, xray]
         self.output_dir = check_output(output_dir, "dir", overwrite, SINGLE_VIEW_OUTPUTS, output_bytes, inputs=inputs)

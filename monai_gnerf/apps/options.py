@@ -13,6 +13,7 @@ type or choice, or an option the command does not have, is one line naming it.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -115,10 +116,11 @@ def command(job: Callable[..., Any], report: Report) -> Callable[..., None]:
 
 
 def check_option_names(command_fn: Callable[..., Any], argv: Sequence[str]) -> None:
-    """Refuse ``--flags`` that ``command_fn`` does not take, before anything runs.
+    """Refuse ``--flags`` that ``command_fn`` does not take, before anything runs, and one-letter
+    ``-x`` forms that name no option or several (fire would print its usage text).
 
     Raises:
-        GnerfInputError: naming the unknown option and the known ones.
+        GnerfInputError: naming the unknown or ambiguous option and the known ones.
     """
     names = [n for n in inspect.signature(command_fn).parameters if n != "self"]
     known = {*names, "help", "h"}
@@ -130,3 +132,15 @@ def check_option_names(command_fn: Callable[..., Any], argv: Sequence[str]) -> N
             if name not in known:
                 options = ", ".join(f"--{n}" for n in names)
                 raise GnerfInputError(f"unknown option --{name}; this command takes {options or 'no options'}.")
+        elif _SHORT_OPTION.fullmatch(token.split("=", 1)[0]) and token[1] != "h":
+            _check_short_option(token[1], names)
+
+
+_SHORT_OPTION = re.compile(r"-[A-Za-z]")  # fire's one-letter form of an option; "-1" is a value
+
+
+def _check_short_option(letter: str, names: Sequence[str]) -> None:
+    matches = [f"--{n}" for n in names if n.startswith(letter)]
+    if len(matches) != 1:
+        meaning = f"could be {' or '.join(matches)}" if matches else "names no option of this command"
+        raise GnerfInputError(f"-{letter} {meaning}; write the option in full.")

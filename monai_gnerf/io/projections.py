@@ -16,7 +16,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -127,9 +127,10 @@ NEGATIVE_TOLERANCE = 0.01
 _BYTES_PER_PIXEL = 4 + 2  # float32 stack + 16-bit PNG (before compression: an upper bound)
 
 
-def projection_folder_bytes(geometry: ProjectionGeometry) -> int:
-    """Upper bound of the size of a projection folder of ``geometry``, bytes."""
-    return geometry.num_views * geometry.detector_shape[0] * geometry.detector_shape[1] * _BYTES_PER_PIXEL + 65536
+def projection_folder_bytes(num_views: int, detector_shape: Sequence[int]) -> int:
+    """Upper bound of the size of a folder of ``num_views`` projections of ``detector_shape``
+    (rows, cols), bytes; from the counts alone, so a size is checked before any angle is made."""
+    return num_views * detector_shape[0] * detector_shape[1] * _BYTES_PER_PIXEL + 65536
 
 
 def read_projection_meta(path: Path) -> dict[str, Any]:

@@ -86,11 +86,16 @@ def _options(inputs: Path, out: Path) -> dict[str, tuple[list[str], str]]:
     return {
         "views abc": (drr + ["--views", "abc"], r"views must be an integer >= 1 or null, got 'abc'"),
         "views 0": (drr + ["--views", "0"], r"views must be an integer >= 1"),
+        "ten billion views": (drr + ["--views", "10000000000"], r"not enough disk space .* TiB needed"),  # before any angle
+        "ten billion single-view views": (["single-view", str(inputs / "proj/png/view_000.png"), "--out", str(out / "s"),
+                                           "--views", "10000000000"], r"not enough disk space .* TiB needed"),  # fmt: skip
         "method raytrace": (drr + ["--method", "raytrace"], r"method must be 'joseph', 'trilinear' or 'siddon'"),
         "step_mm 0": (drr + ["--method", "trilinear", "--step_mm", "0"], r"step_mm must be a number > 0"),
         "noise_i0 -1": (drr + ["--noise_i0", "-1"], r"noise_i0 must be a number > 0"),
         "negative water": (drr + ["--mu_water_per_mm", "-0.02"], r"mu_water_per_mm must be a number > 0"),
         "unknown option": (drr + ["--misspeled", "3"], r"unknown option --misspeled"),
+        "ambiguous -t": (rec + ["-t", "0.1"], r"-t could be --tensorboard_dir or --tv_weight; write the option in full"),
+        "short option of nothing": (rec + ["-x", "1"], r"-x names no option of this command"),
         "unknown device": (drr + ["--device", "tpu"], r"unknown device 'tpu'"),
         "iterations abc": (rec + ["--max_iterations", "abc"], r"max_iterations must be an integer >= 1"),
         "samples_per_ray 0": (rec + ["--samples_per_ray", "0"], r"samples_per_ray must be an integer >= 1"),

@@ -63,6 +63,17 @@ def test_console_script_help_and_error_without_traceback(tmp_path):
     assert helped.returncode == 0 and "--geometry" in shown and "step_mm" in shown
 
 
+def test_the_command_list_names_every_command_and_a_closed_pipe_ends_quietly():
+    cli = [sys.executable, "-m", "monai_gnerf.apps.cli"]
+    helped = subprocess.run([*cli, "--help"], capture_output=True, text=True, env={**os.environ, "PAGER": "cat"})
+    listed = {line.strip() for line in (helped.stdout + helped.stderr).splitlines()}
+    assert {"demo", "drr", "evaluate", "geometry", "presets", "reconstruct", "single_view", "train_prior"} <= listed
+    reader_gone = subprocess.Popen([*cli, "presets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_gone.stdout.close()  # as `monai-gnerf presets | head -0` does, before the command prints
+    _, errors = reader_gone.communicate()
+    assert reader_gone.returncode == 141 and errors == b""
+
+
 def box_corners(affine, shape):
     """World positions of the two extreme corners of a grid's voxel box."""
     return [affine @ np.array([*(np.array(index) - 0.5), 1.0]) for index in ((0, 0, 0), tuple(shape))]

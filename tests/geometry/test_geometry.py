@@ -69,7 +69,7 @@ def test_unknown_and_missing_fields_are_errors():
     with pytest.raises(GeometryError, match="unknown geometry field"):
         ProjectionGeometry.from_dict({**data, "sad": 3})
     del data["beam"]
-    with pytest.raises(GeometryError, match="incomplete geometry"):
+    with pytest.raises(GeometryError, match=r"incomplete geometry: it lacks the required field\(s\) \['beam'\]\.$"):
         ProjectionGeometry.from_dict(data)
 
 
