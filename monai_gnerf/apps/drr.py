@@ -12,7 +12,13 @@ import torch
 from monai_gnerf.apps.common import check_device
 from monai_gnerf.config import Config, PositiveFloat, PositiveInt
 from monai_gnerf.data import resolve_ct_path
-from monai_gnerf.geometry import ProjectionGeometry, check_source_outside, load_geometry, volume_center_mm
+from monai_gnerf.geometry import (
+    ProjectionGeometry,
+    check_source_outside,
+    check_volume_in_beam,
+    load_geometry,
+    volume_center_mm,
+)
 from monai_gnerf.io import (
     PROJECTION_FOLDER_CONTENTS,
     check_output,
@@ -97,7 +103,9 @@ def simulate_drrs(
         geo = geo.with_uniform_angles(config.views)
     volume = load_ct(ct_path)
     check_drr_memory(geo, volume)
-    check_source_outside(geo.resolved(volume_center_mm(volume.affine, volume.shape).tolist()), volume.shape, volume.affine)
+    resolved = geo.resolved(volume_center_mm(volume.affine, volume.shape).tolist())
+    check_source_outside(resolved, volume.shape, volume.affine)
+    check_volume_in_beam(resolved, volume.shape, volume.affine)
     volume = volume.to(device)
     with torch.no_grad():
         renderer = GenerateDRR(geo, method=config.method, step_mm=config.step_mm, progress=True)

@@ -14,6 +14,7 @@ from monai_gnerf.geometry.projection import ProjectionGeometry
 __all__ = [
     "grid_detector_coordinates",
     "check_source_outside",
+    "check_volume_in_beam",
     "volume_center_mm",
     "projection_affine",
     "voxel_world_points",
@@ -141,6 +142,42 @@ def check_source_outside(geometry: ProjectionGeometry, shape: Sequence[int], aff
             f"source_to_isocenter_mm {geometry.source_to_isocenter_mm:g} is shorter than the volume's extent "
             "from the isocenter."
         )
+
+
+def check_volume_in_beam(geometry: ProjectionGeometry, shape: Sequence[int], affine: torch.Tensor) -> None:
+    """Refuse a geometry none of whose rays can cross the volume's bounding box.
+
+    In every view the box's eight corners are projected. A cone-beam view misses the box when all
+    of them lie behind the source or beyond the detector (its rays run from one to the other), or
+    when they lie between and their bounding rectangle misses the detector; a box that straddles
+    the source plane counts as seen (its projection bounds nothing).
+
+    Args:
+        geometry: the acquisition, isocenter resolved.
+        shape: the volume's voxel counts.
+        affine: voxel index -> world mm.
+
+    Raises:
+        GeometryError: every view misses the volume (every line integral would be 0).
+    """
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    corners = affine.clone()  # index 0 and 1 of a 2x2x2 grid: the box's outer corners
+    corners[:3, :3] = affine[:3, :3] * torch.tensor([float(n) for n in shape], dtype=torch.float64)
+    corners[:3, 3] = affine[:3, :3] @ torch.full((3,), -0.5, dtype=torch.float64) + affine[:3, 3]
+    rows, cols = geometry.detector_shape
+    for view in range(geometry.num_views):
+        row, col, depth = grid_detector_coordinates(geometry, view, (2, 2, 2), corners)
+        if geometry.beam == "cone":
+            if bool((depth <= 0).all() or (depth >= geometry.source_to_detector_mm).all()):
+                continue
+            if bool((depth <= 0).any()):
+                return
+        if bool(row.max() >= -0.5 and row.min() <= rows - 0.5 and col.max() >= -0.5 and col.min() <= cols - 0.5):
+            return
+    raise GeometryError(
+        "no ray of the geometry crosses the volume: it lies outside the beam in every view "
+        "(check isocenter_mm, the distances and the detector)."
+    )
 
 
 def resample_area(volume: torch.Tensor, new_shape: Sequence[int]) -> torch.Tensor:

@@ -246,6 +246,10 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         geometry = {**TINY_GEOMETRY, "source_to_isocenter_mm": 20.0, "source_to_detector_mm": 100.0}
         (work / "g.json").write_text(json.dumps(geometry))
         return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], r"source of view 0 .* inside the volume"
+    if kind == "volume outside the beam":
+        geometry = {**TINY_GEOMETRY, "isocenter_mm": [1e6, 0.0, 0.0]}
+        (work / "g.json").write_text(json.dumps(geometry))
+        return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], r"lies outside the beam in every view"
     if kind == "detector of 960 GB":
         geometry = {**TINY_GEOMETRY, "detector_shape": [400_000, 150_000]}
         (work / "g.json").write_text(json.dumps(geometry))
@@ -256,7 +260,7 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
 CORRUPT_CASES = [
     "truncated stack", "corrupt projections.json", "negative projections", "all-zero projections", "empty checkpoint", "NaN-weight checkpoint",
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
-    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "detector of 960 GB",
+    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "volume outside the beam", "detector of 960 GB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
     "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
     "DICOM series without PixelSpacing", "DICOM series of two slice sizes",
