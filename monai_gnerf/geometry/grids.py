@@ -160,10 +160,7 @@ def check_volume_in_beam(geometry: ProjectionGeometry, shape: Sequence[int], aff
     Raises:
         GeometryError: every view misses the volume (every line integral would be 0).
     """
-    affine = torch.as_tensor(affine, dtype=torch.float64)
-    corners = affine.clone()  # index 0 and 1 of a 2x2x2 grid: the box's outer corners
-    corners[:3, :3] = affine[:3, :3] * torch.tensor([float(n) for n in shape], dtype=torch.float64)
-    corners[:3, 3] = affine[:3, :3] @ torch.full((3,), -0.5, dtype=torch.float64) + affine[:3, 3]
+    corners = _box_corners_affine(shape, affine)
     rows, cols = geometry.detector_shape
     for view in range(geometry.num_views):
         row, col, depth = grid_detector_coordinates(geometry, view, (2, 2, 2), corners)
@@ -178,6 +175,15 @@ def check_volume_in_beam(geometry: ProjectionGeometry, shape: Sequence[int], aff
         "no ray of the geometry crosses the volume: it lies outside the beam in every view "
         "(check isocenter_mm, the distances and the detector)."
     )
+
+
+def _box_corners_affine(shape: Sequence[int], affine: torch.Tensor) -> torch.Tensor:
+    """The affine of a 2x2x2 grid whose voxel centres are the outer corners of a grid's voxel box."""
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    corners = affine.clone()
+    corners[:3, :3] = affine[:3, :3] * torch.tensor([float(n) for n in shape], dtype=torch.float64)
+    corners[:3, 3] = affine[:3, :3] @ torch.full((3,), -0.5, dtype=torch.float64) + affine[:3, 3]
+    return corners
 
 
 def resample_area(volume: torch.Tensor, new_shape: Sequence[int]) -> torch.Tensor:
