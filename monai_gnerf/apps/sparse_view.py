@@ -22,7 +22,7 @@ from monai_gnerf.engines import (
     FieldComponents,
     ReconstructionConfig,
     ReconstructionResult,
-    field_supersampling,
+    field_grid,
     reconstruct,
 )
 from monai_gnerf.errors import GnerfInputError
@@ -33,6 +33,7 @@ from monai_gnerf.geometry import (
     load_geometry,
     resample_area,
     resample_nearest,
+    volume_center_mm,
 )
 from monai_gnerf.io import (
     PROJECTION_FOLDER_CONTENTS,
@@ -175,10 +176,13 @@ def reconstruct_folder(
 def _check_grid_memory(
     shape: Sequence[int], affine: torch.Tensor, fit: ReconstructionConfig, geometry: ProjectionGeometry
 ) -> None:
-    """Refuse a reconstruction grid (fitted as fine as ``fit`` and the detector say) that would not fit in memory."""
-    factor = field_supersampling(fit, geometry, affine)
-    finer = f", fitted {factor}x finer (supersample {factor})," if factor > 1 else ""
-    needed = FIELD_BYTES_PER_VOXEL * math.prod(shape) * factor**3
+    """Refuse a reconstruction grid (fitted as fine and as long as ``fit`` and the geometry may need) that
+    would not fit in memory. A geometry without an isocenter is centred on the grid, as DRRs of it will be."""
+    if geometry.isocenter_mm is None:
+        geometry = geometry.resolved(volume_center_mm(affine, shape).tolist())
+    grid = field_grid(fit, geometry, shape, affine)
+    finer = f", fitted {grid.factor}x finer (supersample {grid.factor})," if grid.factor > 1 else ""
+    needed = FIELD_BYTES_PER_VOXEL * math.prod(grid.shape)
     check_memory(needed, f"a {'x'.join(map(str, shape))} reconstruction grid{finer}")
 
 

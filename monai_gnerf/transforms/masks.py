@@ -4,7 +4,7 @@
   (per axial slice, so lungs and airways count as inside) + dilation by a margin in **mm**,
   exact on anisotropic grids (Euclidean distance transform with the voxel spacing).
 * :func:`silhouette_mask`: space carving: a voxel stays inside when every view sees attenuation
-  along its ray (line integral above a threshold), then the same dilation.
+  along its ray (line integral above a threshold, :func:`visual_hull`), then the same dilation.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from scipy import ndimage
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, grid_detector_coordinates
 
-__all__ = ["dilate_mm", "BodyMask", "BodyMaskd", "silhouette_mask", "voxel_spacing_mm"]
+__all__ = ["SEEN_LINE_INTEGRAL", "dilate_mm", "BodyMask", "BodyMaskd", "silhouette_mask", "visual_hull", "voxel_spacing_mm"]
+
+SEEN_LINE_INTEGRAL = 0.05
+"""A ray whose line integral exceeds this saw an object (about 2.5 mm of water)."""
 
 
 def voxel_spacing_mm(affine: torch.Tensor) -> tuple[float, float, float]:
@@ -97,25 +100,18 @@ class BodyMaskd(MapTransform):
         return d
 
 
-def silhouette_mask(
+def visual_hull(
     projections: torch.Tensor,
     geometry: ProjectionGeometry,
     shape: Sequence[int],
     affine: torch.Tensor,
-    threshold: float = 0.05,
-    margin_mm: float = 3.0,
+    threshold: float = SEEN_LINE_INTEGRAL,
 ) -> torch.Tensor:
-    """Space-carving mask from line-integral projections on a reconstruction grid.
-
-    A voxel is carved away when some view projects it onto a detector pixel whose line integral
-    is below ``threshold`` (the ray saw nothing); voxels projecting off a detector are kept.
+    """Space carving on a grid: ``True`` where no view projects the voxel centre onto a detector
+    pixel whose line integral is at most ``threshold`` (voxels projecting off a detector are kept).
 
     Returns:
-        ``uint8`` mask of ``shape``.
-
-    Raises:
-        GnerfInputError: every voxel is carved away (no ray that crosses the grid saw anything,
-            e.g. all-zero projections or an object outside the grid): a fit would give air.
+        boolean tensor of ``shape`` (may be all ``False``).
     """
     affine = torch.as_tensor(affine, dtype=torch.float64)
     inside = torch.ones(*shape, dtype=torch.bool)
@@ -127,6 +123,31 @@ def silhouette_mask(
         on_detector = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
         seen = projections[view].cpu()[r.clamp(0, rows - 1), c.clamp(0, cols - 1)] > threshold
         inside &= seen | ~on_detector
+    return inside
+
+
+def silhouette_mask(
+    projections: torch.Tensor,
+    geometry: ProjectionGeometry,
+    shape: Sequence[int],
+    affine: torch.Tensor,
+    threshold: float = SEEN_LINE_INTEGRAL,
+    margin_mm: float = 3.0,
+) -> torch.Tensor:
+    """Space-carving mask from line-integral projections on a reconstruction grid.
+
+    A voxel is carved away when some view projects it onto a detector pixel whose line integral
+    is below ``threshold`` (the ray saw nothing; :func:`visual_hull`); voxels projecting off a
+    detector are kept. The rest is dilated by ``margin_mm``.
+
+    Returns:
+        ``uint8`` mask of ``shape``.
+
+    Raises:
+        GnerfInputError: every voxel is carved away (no ray that crosses the grid saw anything,
+            e.g. all-zero projections or an object outside the grid): a fit would give air.
+    """
+    inside = visual_hull(projections, geometry, shape, affine, threshold)
     if not inside.any():
         raise GnerfInputError(
             f"the silhouette mask is empty: no detector pixel that sees the grid has a line integral above {threshold} "
