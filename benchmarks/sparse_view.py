@@ -56,6 +56,7 @@ from timing import THREADS, busy_process  # noqa: E402
 
 from monai_gnerf.apps import comparison_figure  # noqa: E402
 from monai_gnerf.data import example_ct_path  # noqa: E402
+from monai_gnerf.engines import ReconstructionConfig, field_grid  # noqa: E402
 from monai_gnerf.io import load_ct, load_projections, save_volume  # noqa: E402
 from monai_gnerf.metrics.evaluation import volume_metrics  # noqa: E402
 from monai_gnerf.physics import attenuation_to_hu  # noqa: E402
@@ -119,9 +120,13 @@ def ours_rows(views: int, folder: Path, work: Path, mask: Path, budget_s: float,
 
 def rtk_row(views, method: rtk_peer.RTKMethod, projections, geometry, grid, budget_s, truth_hu, mu_water,
             volumes: dict | None = None) -> dict:  # fmt: skip
-    """An RTK row; its volume (HU) goes to ``volumes[label]`` when given."""
-    volume, seconds, iterations = rtk_peer.rtk_reconstruct(method, projections, geometry, *grid, budget_s)
-    volume = attenuation_to_hu(volume, mu_water)
+    """An RTK row; its volume (HU) goes to ``volumes[label]`` when given. RTK reconstructs on the
+    output grid extended by the margins our fields get beyond its end faces (none where the
+    projections show nothing beyond them), then the output grid is cropped from it."""
+    extended = field_grid(ReconstructionConfig(supersample=1), geometry, *grid, projections)
+    volume, seconds, iterations = rtk_peer.rtk_reconstruct(method, projections, geometry, extended.shape,
+                                                           extended.affine, budget_s)  # fmt: skip
+    volume = attenuation_to_hu(extended.to_output(torch.as_tensor(volume)), mu_water)
     if volumes is not None:
         volumes[method.label] = volume
     row = {"views": views, "tool": rtk_peer.RTK_VERSION, "label": method.label, "method": method.name,

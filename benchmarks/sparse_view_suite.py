@@ -20,10 +20,12 @@ as in ``sparse_view.py``. Every method reconstructs onto the same 2.5 mm grid:
 - ours through the CLI, what a user gets: ``monai-gnerf reconstruct DIR --budget_s B`` (the
   default grid field, its silhouette mask from the projections; the field is fitted as fine as
   the detector resolves and averaged onto the grid: 1.25 mm for ``naf`` and ``difnet``, whose
-  pixels measure 1 mm at the isocenter, 2.5 mm for ``chest_cbct``) and ``--method fdk``;
+  pixels measure 1 mm at the isocenter, 2.5 mm for ``chest_cbct``; it reaches past the grid's end
+  faces where the object goes on beyond them: the knee) and ``--method fdk``;
 - RTK (``benchmarks/peers/rtk_peer.py``): FDK, OS-SART, ADMM-TV and CG with Joseph projectors,
   each with the settings that won RTK's sweep in ``benchmarks/results/sparse_view.json`` (the
-  chest at 10 views), as many iterations as fit in the same budget.
+  chest at 10 views), as many iterations as fit in the same budget, on the grid extended by the
+  same end-face margins as ours and cropped the same way.
 
 Neither side is tuned per case. Targets: ours >= FDK + 6 dB and >= RTK's best + 1 dB on every
 case. Scores as in ``sparse_view.py`` (3D PSNR/SSIM, HU clipped at air, min-max normalized with
