@@ -147,7 +147,7 @@ def reconstruct_folder(
     meta = dict(projections.meta)
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
     voxels = math.prod(shape)
-    _check_grid_memory(shape, affine, config.fit, geometry)
+    _check_grid_memory(shape, affine, config.fit, geometry, projections.as_tensor())
     inputs = [Path(projections_dir) / name for name in PROJECTION_FOLDER_CONTENTS]
     check_volume_path(check_output(out, "file", overwrite, estimated_bytes=4 * voxels, inputs=inputs))
     check_output(figure_path(out), "file", overwrite, inputs=inputs)
@@ -174,16 +174,22 @@ def reconstruct_folder(
 
 
 def _check_grid_memory(
-    shape: Sequence[int], affine: torch.Tensor, fit: ReconstructionConfig, geometry: ProjectionGeometry
-) -> None:
-    """Refuse a reconstruction grid (fitted as fine and as long as ``fit`` and the geometry may need) that
-    would not fit in memory. A geometry without an isocenter is centred on the grid, as DRRs of it will be."""
+    shape: Sequence[int], affine: torch.Tensor, fit: ReconstructionConfig, geometry: ProjectionGeometry,
+    projections: torch.Tensor | None = None,
+) -> None:  # fmt: skip
+    """Refuse a reconstruction grid that would not fit in memory: first the grid as fine as ``fit``
+    and the detector say, then also as long as the projections say (without them, as long as the
+    geometry may need; the end-face margins are worked out only for a grid that fits). A geometry
+    without an isocenter is centred on the grid, as DRRs of it will be."""
     if geometry.isocenter_mm is None:
         geometry = geometry.resolved(volume_center_mm(affine, shape).tolist())
-    grid = field_grid(fit, geometry, shape, affine)
-    finer = f", fitted {grid.factor}x finer (supersample {grid.factor})," if grid.factor > 1 else ""
-    needed = FIELD_BYTES_PER_VOXEL * math.prod(grid.shape)
-    check_memory(needed, f"a {'x'.join(map(str, shape))} reconstruction grid{finer}")
+    for grid in (field_grid(replace(fit, axial_margin_mm=0.0), geometry, shape, affine),
+                 field_grid(fit, geometry, shape, affine, projections)):  # fmt: skip
+        details = [f"fitted {grid.factor}x finer (supersample {grid.factor})"] if grid.factor > 1 else []
+        if any(grid.margin):
+            details.append(f"extended by {grid.margin[0]} + {grid.margin[1]} voxels past its end faces")
+        described = "".join(f", {d}" for d in details) + ("," if details else "")
+        check_memory(FIELD_BYTES_PER_VOXEL * math.prod(grid.shape), f"a {'x'.join(map(str, shape))} reconstruction grid{described}")
 
 
 def _demo_fit() -> ReconstructionConfig:

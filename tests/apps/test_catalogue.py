@@ -105,6 +105,9 @@ def _options(inputs: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "final_lr_fraction 2": (rec + ["--final_lr_fraction", "2"], r"final_lr_fraction must be a number > 0 and <= 1"),
         "tv_weight -1": (rec + ["--tv_weight", "-1"], r"tv_weight must be a number >= 0"),
         "terabyte grid": (rec[:4] + ["--spacing_mm", "0.001"], r"reconstruction grid needs about .* of memory"),
+        "axial_margin_mm -5": (rec + ["--axial_margin_mm", "-5"], r"axial_margin_mm must be a number >= 0"),
+        "terabyte end-face margins": (rec + ["--axial_margin_mm", "1e9"],
+                                      r"grid, .*extended by \d+ \+ \d+ voxels past its end faces, needs about .* of memory"),
         "terabyte demo grid": (["demo", "--out", str(out / "dm"), "--views", "2", "--spacing_mm", "0.0001"],
                                r"reconstruction grid needs about .* of memory"),  # fmt: skip
         "unknown method": (rec + ["--method", "sart"], r"method must be 'grid', 'naf', 'nerf' or 'fdk'"),
