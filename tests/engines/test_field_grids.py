@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from monai_gnerf.data import Ellipsoid, EllipsoidPhantom
 from monai_gnerf.data.phantoms import grid_affine
-from monai_gnerf.engines import FieldGrid, ReconstructionConfig, axial_margins, field_grid, reconstruct
+from monai_gnerf.engines import FieldGrid, ReconstructionConfig, axial_margins, field_grid, reconstruct, rotation_grid_axis
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.physics import MU_WATER_PER_MM
 
@@ -52,6 +54,9 @@ def test_margins_reach_as_far_as_rays_crossing_the_end_faces_and_only_where_the_
     assert axial_margins(CONE, SHAPE, AFFINE, _projections(_limb(500.0))) == reach
     assert axial_margins(CONE, SHAPE, AFFINE, _projections(_limb(60.0))) == (0, 0)  # inside the box
     assert axial_margins(CONE, SHAPE, AFFINE, margin_mm=25.0) == (3, 3)
+    about_y = replace(CONE, rotation_axis=(0.0, 1.0, 0.0), source_direction=(0.0, 0.0, -1.0))
+    assert rotation_grid_axis(about_y, AFFINE) == 1 and rotation_grid_axis(CONE, AFFINE) == 2
+    assert axial_margins(about_y, SHAPE, AFFINE)[0] < reach[0]  # a 200 x 160 mm cross-section: shorter chords
     assert field_grid(ReconstructionConfig(method="fdk"), CONE, SHAPE, AFFINE).margin == (0, 0)
 
 
