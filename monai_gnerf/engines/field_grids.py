@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from monai_gnerf.geometry import ProjectionGeometry, resample_area, resampled_affine
-from monai_gnerf.render import clip_rays_to_box, world_to_index_rays
+from monai_gnerf.render import clip_rays_to_box, index_box, world_to_index_rays
 from monai_gnerf.transforms import SEEN_LINE_INTEGRAL, visual_hull, voxel_spacing_mm
 
 if TYPE_CHECKING:
@@ -73,8 +73,7 @@ class FieldGrid:
     @property
     def affine(self) -> torch.Tensor:
         """The field grid's voxel index -> world mm."""
-        extended = torch.as_tensor(self.output_affine, dtype=torch.float64).clone()
-        extended[:3, 3] -= self.margin[0] * extended[:3, self.axis]
+        extended = _offset_affine(self.output_affine, self.axis, -self.margin[0])
         return resampled_affine(extended, self.extended_shape, self.shape)
 
     def _output_region(self) -> tuple[slice, ...]:
@@ -99,6 +98,13 @@ class FieldGrid:
         for axis in range(3):
             extended = extended.repeat_interleave(self.factor, dim=axis)
         return extended
+
+
+def _offset_affine(affine: torch.Tensor, axis: int, voxels: int) -> torch.Tensor:
+    """The affine of a grid whose voxel 0 along ``axis`` is voxel ``voxels`` of ``affine``'s grid."""
+    moved = torch.as_tensor(affine, dtype=torch.float64).clone()
+    moved[:3, 3] += voxels * moved[:3, axis]
+    return moved
 
 
 def field_supersampling(config: ReconstructionConfig, geometry: ProjectionGeometry, affine: torch.Tensor) -> int:
@@ -141,16 +147,12 @@ def _sampled_rays(
     return origins, directions, values
 
 
-def _box(shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.full((3,), -0.5, dtype=torch.float64), torch.tensor(shape, dtype=torch.float64) - 0.5
-
-
 def _reach_beyond_faces(
     origins: torch.Tensor, directions: torch.Tensor, shape: Sequence[int], axis: int
 ) -> tuple[float, float]:
     """How far (voxels) rays that cross the box run past its two end faces along ``axis`` while they
     stay within the box's cross-section (where the object the box was drawn around lies)."""
-    lower, upper = _box(shape)
+    lower, upper = index_box(shape)
     t_near, t_far = clip_rays_to_box(origins, directions, lower, upper)
     crossing = t_far > t_near
     lower[axis], upper[axis] = -math.inf, math.inf
@@ -183,13 +185,11 @@ def _empty_beyond(
     end = 0 if side == 0 else shape[axis] - 1
     slice_shape = list(shape)
     slice_shape[axis] = 1
-    slice_affine = torch.as_tensor(affine, dtype=torch.float64).clone()
-    slice_affine[:3, 3] += end * slice_affine[:3, axis]
-    footprint = visual_hull(projections, geometry, slice_shape, slice_affine).squeeze(axis)
+    footprint = visual_hull(projections, geometry, slice_shape, _offset_affine(affine, axis, end)).squeeze(axis)
     if not footprint.any():
         return True
     clearance = max(1.0, max(geometry.pixel_spacing_at_isocenter_mm) / voxel_spacing_mm(affine)[axis])
-    lower, upper = _box(shape)
+    lower, upper = index_box(shape)
     lower[axis] -= clearance
     upper[axis] += clearance
     t_near, t_far = clip_rays_to_box(origins, directions, lower, upper)

@@ -52,7 +52,7 @@ from monai_gnerf.networks import (
     MaskedField,
 )
 from monai_gnerf.physics import MU_WATER_PER_MM
-from monai_gnerf.render import VolumeProjector, clip_rays_to_box, fdk, sample_rays, world_to_index_rays
+from monai_gnerf.render import VolumeProjector, clip_rays_to_box, fdk, index_box, sample_rays, world_to_index_rays
 
 __all__ = [
     "FIELD_BYTES_PER_VOXEL",
@@ -172,8 +172,7 @@ class ProjectionRays:
     ) -> None:
         origins, directions = geometry.rays(dtype=torch.float64)
         o, d = world_to_index_rays(origins.reshape(-1, 3), directions.reshape(-1, 3), affine)
-        upper = torch.tensor(shape, dtype=torch.float64) - 0.5
-        t_near, t_far = clip_rays_to_box(o, d, torch.full_like(upper, -0.5), upper)
+        t_near, t_far = clip_rays_to_box(o, d, *index_box(shape))
         hit = t_far > t_near
         self.origins = o[hit].float().to(device)
         self.directions = d[hit].float().to(device)

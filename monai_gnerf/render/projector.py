@@ -34,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 
 from monai_gnerf.errors import VolumeError
 from monai_gnerf.geometry import ProjectionGeometry, volume_center_mm
-from monai_gnerf.render.sampling import clip_rays_to_box, sample_rays, world_to_index_rays
+from monai_gnerf.render.sampling import clip_rays_to_box, index_box, sample_rays, world_to_index_rays
 from monai_gnerf.progress import progress_bar
 
 __all__ = ["RenderMethod", "VolumeProjector", "render_drr"]
@@ -225,8 +225,7 @@ class VolumeProjector:
         """Line integrals along flat index-space rays ``(R, 3)``; ``t`` in mm."""
         volume, chunk = self.volume, self.max_samples_per_chunk
         needs_grad = torch.is_grad_enabled() and volume.requires_grad
-        upper = torch.tensor(volume.shape, dtype=origins.dtype, device=origins.device) - 0.5
-        t_near, t_far = clip_rays_to_box(origins, directions, torch.full_like(upper, -0.5), upper)
+        t_near, t_far = clip_rays_to_box(origins, directions, *index_box(volume.shape, origins.dtype, origins.device))
         if self.method == "siddon":
             per_chunk = max(1, chunk // (sum(volume.shape) + 5))
             return _chunk_rays(partial(_siddon, volume), per_chunk, needs_grad, origins, directions, t_near, t_far)

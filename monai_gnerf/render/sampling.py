@@ -17,12 +17,13 @@ render through these functions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RaySamples", "clip_rays_to_box", "sample_rays", "sample_volume_at", "world_to_index_rays"]
+__all__ = ["RaySamples", "clip_rays_to_box", "index_box", "sample_rays", "sample_volume_at", "world_to_index_rays"]
 
 
 def world_to_index_rays(
@@ -50,6 +51,15 @@ def sample_volume_at(volume: torch.Tensor, affine: torch.Tensor, points_mm: torc
     grid = normalized.reshape(1, -1, 1, 1, 3).to(device=volume.device, dtype=torch.float32)
     values = F.grid_sample(volume[None, None].float(), grid, align_corners=False, padding_mode="zeros")
     return values.view(points_mm.shape[:-1]).to(device=points_mm.device, dtype=points_mm.dtype)
+
+
+def index_box(
+    shape: Sequence[int], dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper corners of a grid's voxel box in continuous index space (voxel centres at
+    integers): ``-0.5`` and ``shape - 0.5`` on each axis."""
+    upper = torch.tensor([float(n) for n in shape], dtype=dtype, device=device) - 0.5
+    return torch.full_like(upper, -0.5), upper
 
 
 def clip_rays_to_box(
