@@ -4,18 +4,17 @@ from dataclasses import replace
 
 import torch
 
+from gnerf_testing import grid_fit_psnr, small_cone
+
 from monai_gnerf.data import Ellipsoid, EllipsoidPhantom
 from monai_gnerf.data.phantoms import grid_affine
-from monai_gnerf.engines import FieldGrid, ReconstructionConfig, axial_margins, field_grid, reconstruct, rotation_grid_axis
+from monai_gnerf.engines import FieldGrid, ReconstructionConfig, axial_margins, field_grid, rotation_grid_axis
 from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.physics import MU_WATER_PER_MM
 
 SHAPE, SPACING = (20, 20, 16), (10.0, 10.0, 10.0)
 AFFINE = grid_affine(SHAPE, SPACING)
-CONE = ProjectionGeometry(
-    beam="cone", angles_deg=tuple(range(0, 360, 18)), detector_shape=(48, 48), pixel_spacing_mm=(8.0, 8.0),
-    source_to_isocenter_mm=500.0, source_to_detector_mm=800.0, isocenter_mm=(0.0, 0.0, 0.0),
-)  # fmt: skip
+CONE = small_cone(18, 48, 8.0)
 
 
 def _limb(half_length_mm: float) -> EllipsoidPhantom:
@@ -65,11 +64,5 @@ def test_a_long_object_is_reconstructed_without_piling_up_in_the_end_slices():
     lands in the end slices."""
     limb = _limb(500.0)
     truth = limb.voxelize(SHAPE, SPACING, supersample=2).as_tensor()
-    projections = _projections(limb)
-    scores = {}
-    for margin_mm in (0.0, None):
-        config = ReconstructionConfig(max_iterations=150, budget_s=None, rays_per_batch=8192, axial_margin_mm=margin_mm)
-        result = reconstruct(projections, CONE, SHAPE, AFFINE, config, reference=truth, progress=False)
-        assert tuple(result.volume.shape) == SHAPE and torch.equal(result.volume.affine, AFFINE)
-        scores[margin_mm] = result.metrics["psnr_3d"]
+    scores = grid_fit_psnr(_projections(limb), CONE, SHAPE, AFFINE, truth, "axial_margin_mm", (0.0, None))
     assert scores[None] > scores[0.0] + 10.0, scores  # measured: 20.0 and 37.0 dB

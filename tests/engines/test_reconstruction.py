@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from gnerf_testing import grid_fit_psnr, small_cone
+
 from monai_gnerf.apps import DRRConfig, SparseViewJobConfig, reconstruct_folder, simulate_drrs
 from monai_gnerf.data import shepp_logan_phantom
 from monai_gnerf.data.phantoms import grid_affine
@@ -23,10 +25,7 @@ from monai_gnerf.metrics import normalize_to_reference, psnr
 from monai_gnerf.render import fdk
 
 SHAPE, SPACING = (40, 40, 40), (5.0, 5.0, 5.0)
-GEOMETRY = ProjectionGeometry(
-    beam="cone", angles_deg=tuple(range(0, 360, 12)), detector_shape=(48, 48), pixel_spacing_mm=(7.0, 7.0),
-    source_to_isocenter_mm=500.0, source_to_detector_mm=800.0, isocenter_mm=(0.0, 0.0, 0.0),
-)  # fmt: skip
+GEOMETRY = small_cone(12, 48, 7.0)
 
 
 @pytest.fixture(scope="module")
@@ -213,16 +212,8 @@ def test_a_field_finer_than_the_output_fits_sharp_edges_a_voxel_cannot_hold():
     phantom = shepp_logan_phantom(90.0, profile=0)
     shape, spacing = (20, 20, 20), (10.0, 10.0, 10.0)
     affine = grid_affine(shape, spacing)
-    g = ProjectionGeometry(
-        beam="cone", angles_deg=tuple(range(0, 360, 12)), detector_shape=(64, 64), pixel_spacing_mm=(4.8, 4.8),
-        source_to_isocenter_mm=500.0, source_to_detector_mm=800.0, isocenter_mm=(0.0, 0.0, 0.0),
-    )  # fmt: skip
+    g = small_cone(12, 64, 4.8)
     truth = phantom.voxelize(shape, spacing, supersample=4).as_tensor()
     projections = phantom.line_integrals(*g.rays(dtype=torch.float64)).float()
-    scores = {}
-    for supersample in (1, None):
-        config = ReconstructionConfig(max_iterations=150, budget_s=None, rays_per_batch=8192, supersample=supersample)
-        result = reconstruct(projections, g, shape, affine, config, reference=truth, progress=False)
-        assert tuple(result.volume.shape) == shape and torch.equal(result.volume.affine, affine)
-        scores[supersample] = result.metrics["psnr_3d"]
+    scores = grid_fit_psnr(projections, g, shape, affine, truth, "supersample", (1, None))
     assert scores[None] > scores[1] + 6.0  # measured: 26.8 and 37.6 dB

@@ -3,9 +3,10 @@ from __future__ import annotations
 import torch
 from monai.data import MetaTensor
 
+from gnerf_testing import small_cone
+
 from monai_gnerf.data import Ellipsoid, EllipsoidPhantom
 from monai_gnerf.data.phantoms import grid_affine
-from monai_gnerf.geometry import ProjectionGeometry
 from monai_gnerf.render import render_drr
 from monai_gnerf.transforms import BodyMask, BodyMaskd, silhouette_mask
 
@@ -36,10 +37,7 @@ def test_silhouette_mask_keeps_the_object_and_carves_the_corners():
     shape, spacing = (32, 32, 32), (3.0, 3.0, 3.0)
     affine = grid_affine(shape, spacing)
     volume = blob.voxelize(shape, spacing)
-    g = ProjectionGeometry(
-        beam="cone", angles_deg=tuple(range(0, 360, 30)), detector_shape=(64, 64), pixel_spacing_mm=(3.0, 3.0),
-        source_to_isocenter_mm=500.0, source_to_detector_mm=800.0, isocenter_mm=(0.0, 0.0, 0.0),
-    )  # fmt: skip
+    g = small_cone(30, 64, 3.0)
     mask = silhouette_mask(render_drr(volume, g), g, shape, affine, margin_mm=3.0)
     inside = volume > 0
     assert mask[inside].all()  # never carves the object
