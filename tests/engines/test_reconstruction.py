@@ -59,8 +59,10 @@ def test_grid_field_recovers_the_phantom_better_than_fdk(problem, tmp_path):
 
     projections, truth, affine = problem
     baseline = psnr(*normalize_to_reference(fdk(projections, GEOMETRY, SHAPE, affine), truth), 1.0)
-    config = ReconstructionConfig(method="grid", max_iterations=80, rays_per_batch=8192, log_every=10**6,
-                                  validate_every=40)  # fmt: skip
+    # the default step (0.08) is chosen for full-size fits of minutes; on this 40^3 toy, stopped
+    # after 80 iterations, half of it converges further (43.0 against 38.3 dB)
+    config = ReconstructionConfig(method="grid", max_iterations=80, rays_per_batch=8192, learning_rate=0.04,
+                                  log_every=10**6, validate_every=40)  # fmt: skip
     result = reconstruct(projections, GEOMETRY, SHAPE, affine, config, reference=truth, progress=False,
                          tensorboard_dir=tmp_path / "tb")  # fmt: skip
     assert result.metrics["psnr_3d"] > 40.0
