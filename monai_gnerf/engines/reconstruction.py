@@ -114,7 +114,8 @@ class ReconstructionConfig(Config):
             rays and the projections (:func:`~monai_gnerf.engines.field_grids.axial_margins`): as far
             as rays crossing the box run beyond each face within its cross-section, and none where
             the projections show nothing beyond. ``0`` = the output box only. A procedural knee
-            with the ``difnet`` preset, 10 views, 60 s: 34.1 dB without, 44.7 dB with.
+            with the ``difnet`` preset, 10 views, 60 s (``benchmarks/long_object.py``): 33.6 dB
+            without, 47.7 dB with.
         init_fdk: initialize ``grid`` from the FDK reconstruction.
         seed: random seed.
         log_every: iterations between log lines.
