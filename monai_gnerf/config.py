@@ -15,12 +15,14 @@ MONAI bundle and the 3D Slicer module are fed from those fields:
   become nested objects, tuples become lists); unknown keys are refused.
 * :func:`config_leaves` flattens a config class into its leaf fields (the CLI's options).
 * :func:`field_docs` reads a Google-style docstring's argument descriptions (the CLI's help).
+* :func:`parse_json`: the one JSON reader of the project's files (geometry, projection metadata).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import re
 import types
@@ -47,6 +49,7 @@ __all__ = [
     "config_to_dict",
     "field_docs",
     "nest",
+    "parse_json",
     "path_text",
 ]
 
@@ -207,6 +210,38 @@ def _describe(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         return f"a {_kind(tp)} object"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+class _DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (the standard decoder would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise _DuplicateKeyError(f"key(s) {repeated} given more than once")
+    return dict(pairs)
+
+
+def parse_json(data: str | bytes, what: str, error: type[GnerfInputError] = GnerfInputError) -> Any:
+    """JSON text (UTF-8, -16 or -32 when given as bytes) as Python values, or one error line.
+
+    Args:
+        data: the JSON text, or a file's bytes (their encoding detected as :func:`json.loads` does).
+        what: what the text is, for the message (e.g. ``"geometry JSON"`` or a file's path).
+        error: the error class raised.
+
+    Raises:
+        error: the text is not JSON (syntax, encoding, nesting too deep, a number too long to
+            read) or an object names a key twice.
+    """
+    try:
+        return json.loads(data, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise error(f"{what} is not valid JSON: it is nested too deeply.") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, duplicate keys, over-long integers
+        raise error(f"{what} is not valid JSON: {str(err).splitlines()[0]}.") from None
 
 
 def as_bool(value: Any) -> bool | None:

@@ -16,7 +16,7 @@ from monai_gnerf.apps import (
     TrainPriorJobConfig,
 )
 from monai_gnerf.apps.cli import Commands
-from monai_gnerf.config import config_from_dict, config_leaves, config_to_dict, field_docs
+from monai_gnerf.config import config_from_dict, config_leaves, config_to_dict, field_docs, parse_json
 from monai_gnerf.engines import PriorConfig, ReconstructionConfig
 from monai_gnerf.errors import GeometryError, GnerfInputError
 from monai_gnerf.geometry import ProjectionGeometry, load_geometry
@@ -128,3 +128,12 @@ def test_messages_describe_lists_and_accept_command_line_booleans():
     assert config_from_dict(ReconstructionConfig, {"init_fdk": "False"}).init_fdk is False  # fire's text for =False
     with pytest.raises(GnerfInputError, match="init_fdk must be true or false, got 'no'"):
         config_from_dict(ReconstructionConfig, {"init_fdk": "no"})
+
+
+def test_parse_json_reads_utf16_and_refuses_what_json_loads_would_keep_silently():
+    """UTF-16 bytes read like UTF-8; a key given twice (``json.loads`` keeps the last) is an error."""
+    assert parse_json('{"a": [1, 2]}'.encode("utf-16"), "x") == {"a": [1, 2]}
+    with pytest.raises(GnerfInputError, match=r"^x is not valid JSON: key\(s\) \['a'\] given more than once\.$"):
+        parse_json(b'{"a": 1, "b": {"c": 2}, "a": 3}', "x")
+    with pytest.raises(GnerfInputError, match=r"key\(s\) \['c'\]"):  # nested objects too
+        parse_json(b'{"b": {"c": 2, "c": 2}}', "x")

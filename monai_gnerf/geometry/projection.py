@@ -33,7 +33,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from monai_gnerf.config import Config, config_from_dict, config_to_dict
+from monai_gnerf.config import Config, config_from_dict, config_to_dict, parse_json
 from monai_gnerf.errors import GeometryError
 
 __all__ = ["ProjectionGeometry", "ViewFrame", "list_presets", "load_geometry"]
@@ -152,6 +152,8 @@ class ProjectionGeometry(Config):
             raise GeometryError(
                 f"tilt_deg needs one value per view ({len(self.angles_deg)}), got {len(self.tilt_deg)}."
             )
+        if self.tilt_deg is not None and not all(math.isfinite(t) for t in self.tilt_deg):
+            raise GeometryError("tilt_deg must hold finite tilts in degrees (no NaN or infinity).")
         axis = _unit(self.rotation_axis, "rotation_axis")
         source = _unit(self.source_direction, "source_direction")
         if abs(float(axis @ source)) > 0.999:
@@ -207,16 +209,13 @@ class ProjectionGeometry(Config):
     @classmethod
     def from_json(cls, source: str | Path) -> ProjectionGeometry:
         """Load from a JSON file path or from JSON text."""
-        text = str(source)
-        if not text.lstrip().startswith("{"):
+        data: str | bytes = str(source)
+        if not data.lstrip().startswith("{"):
             path = Path(source)
             if not path.is_file():
                 raise GeometryError(f"geometry file not found: {path}")
-            text = path.read_text()
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise GeometryError(f"geometry JSON is not valid: {err}.") from None
+            data = path.read_bytes()
+        return cls.from_dict(parse_json(data, "geometry JSON", GeometryError))
 
     # ------------------------------------------------------------------ derived geometries
     def resolved(self, isocenter_mm: Sequence[float]) -> ProjectionGeometry:

@@ -24,6 +24,7 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
+from monai_gnerf.config import parse_json
 from monai_gnerf.errors import GnerfInputError, first_line
 from monai_gnerf.geometry import ProjectionGeometry, projection_affine
 from monai_gnerf.io.atomic import atomic_output_dir
@@ -125,11 +126,19 @@ PROJECTION_FOLDER_CONTENTS = ("geometry.json", "projections.json", "projections.
 NEGATIVE_TOLERANCE = 0.01
 """Negative line integrals down to this fraction of the largest are noise; below, an error."""
 _BYTES_PER_PIXEL = 4 + 2  # float32 stack + 16-bit PNG (before compression: an upper bound)
+_NIFTI_MAX_DIM = 32767  # NIfTI-1 stores each dimension as a signed 16-bit integer
 
 
 def projection_folder_bytes(num_views: int, detector_shape: Sequence[int]) -> int:
     """Upper bound of the size of a folder of ``num_views`` projections of ``detector_shape``
-    (rows, cols), bytes; from the counts alone, so a size is checked before any angle is made."""
+    (rows, cols), bytes; from the counts alone, so a size is checked before any angle is made.
+
+    Raises:
+        GnerfInputError: the stack does not fit a NIfTI-1 file (at most 32767 along each axis).
+    """
+    if max(num_views, *detector_shape) > _NIFTI_MAX_DIM:
+        raise GnerfInputError(f"{num_views} views of {detector_shape[0]}x{detector_shape[1]} pixels do not fit a "
+                              f"projection stack: a NIfTI-1 file holds at most {_NIFTI_MAX_DIM} along each axis.")  # fmt: skip
     return num_views * detector_shape[0] * detector_shape[1] * _BYTES_PER_PIXEL + 65536
 
 
@@ -137,10 +146,7 @@ def read_projection_meta(path: Path) -> dict[str, Any]:
     """``projections.json`` as a dict (empty when absent); a broken file is one error line."""
     if not path.is_file():
         return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GnerfInputError(f"{path} is not valid JSON: {first_line(err)}.") from None
+    meta = parse_json(path.read_bytes(), str(path))
     if not isinstance(meta, dict):
         raise GnerfInputError(f"{path} must hold a JSON object, got {type(meta).__name__}.")
     _meta_number(meta, "mu_water_per_mm", path)

@@ -56,6 +56,7 @@ _LOGGER = logging.getLogger(__name__)
 _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 _DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")  # DICOM files often have none, or end in a UID
 _PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_PIXEL_MM_RANGE = (0.01, 10.0)  # pixel sizes of radiographs, mm (dental sensors ~0.02, chest CR ~0.2, film scans ~0.5)
 XRAY_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", *_PLAIN_IMAGE_SUFFIXES)
 """File suffixes read with MONAI's ``LoadImage``; anything else is tried as DICOM."""
 
@@ -92,13 +93,17 @@ class XRayImage:
 
 
 def _valid_spacing(spacing, source: str, tag: str) -> tuple[float, float] | None:
-    """A usable ``(row, col)`` spacing, or ``None`` (with a warning) for zero/negative/non-finite values."""
+    """A usable ``(row, col)`` spacing in mm, or ``None`` (with a warning) for anything else: not two
+    numbers, or a value outside the pixel sizes of radiographs (:data:`_PIXEL_MM_RANGE`)."""
     if spacing is None:
         return None
-    values = tuple(float(s) for s in spacing)[:2]
-    if len(values) == 2 and all(math.isfinite(s) and s > 0 for s in values):
-        return values  # type: ignore[return-value]
-    _LOGGER.warning(f"{source}: {tag} {list(values)} is not a pixel spacing; treating the spacing as unknown.")
+    items = list(spacing) if isinstance(spacing, (list, tuple, pydicom.multival.MultiValue)) else [spacing]
+    values = [_number(s) for s in items]
+    low, high = _PIXEL_MM_RANGE
+    if len(values) == 2 and all(s is not None and low <= s <= high for s in values):
+        return values[0], values[1]  # type: ignore[return-value]
+    _LOGGER.warning(f"{source}: {tag} {[str(s) for s in items]} is not a pixel spacing of {low:g} to {high:g} mm; "
+                    "treating the spacing as unknown.")  # fmt: skip
     return None
 
 
@@ -108,6 +113,18 @@ def _presentation_inverts(ds: pydicom.Dataset) -> bool:
         lut = np.asarray(ds.PresentationLUTSequence[0].LUTData, dtype=np.float64).ravel()
         return lut.size > 1 and lut[-1] < lut[0]
     return str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
+
+
+def _presentation_values(values: np.ndarray, ds: pydicom.Dataset, source: str) -> tuple[np.ndarray, bool]:
+    """The Presentation LUT applied, and whether it inverted the image; an unusable one (a shape
+    other than IDENTITY or INVERSE, a broken table) is left out with a warning naming ``source``."""
+    if "PresentationLUTSequence" not in ds and "PresentationLUTShape" not in ds:
+        return values, False
+    try:
+        return apply_presentation_lut(values, ds).astype(np.float64), _presentation_inverts(ds)
+    except Exception as err:  # noqa: BLE001 - broken LUTs raise many types; each means "unusable"
+        _LOGGER.warning(f"{source}: its Presentation LUT is unusable ({first_line(err)}); the image is read without it.")
+        return values, False
 
 
 def _voi_values(values: np.ndarray, ds: pydicom.Dataset, source: str) -> np.ndarray:
@@ -128,9 +145,7 @@ def _display_values(pixels: np.ndarray, ds: pydicom.Dataset, apply_voi: bool, so
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if apply_voi and ("WindowCenter" in ds or "VOILUTSequence" in ds):
         values = _voi_values(values, ds, source)
-    inverted = _presentation_inverts(ds)
-    if "PresentationLUTSequence" in ds or "PresentationLUTShape" in ds:
-        values = apply_presentation_lut(values, ds).astype(np.float64)
+    values, inverted = _presentation_values(values, ds, source)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1" and not inverted:
         values = values.max() - values  # MONOCHROME1 shows attenuation dark: invert
     return values

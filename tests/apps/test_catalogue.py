@@ -253,17 +253,34 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         geometry = {**TINY_GEOMETRY, "isocenter_mm": [1e6, 0.0, 0.0]}
         (work / "g.json").write_text(json.dumps(geometry))
         return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], r"lies outside the beam in every view"
-    if kind == "detector of 960 GB":
-        geometry = {**TINY_GEOMETRY, "detector_shape": [400_000, 150_000]}
+    if kind == "projections of 6 TB":
+        geometry = {**TINY_GEOMETRY, "detector_shape": [32_000, 32_000], "angles_deg": list(range(1000))}
         (work / "g.json").write_text(json.dumps(geometry))
         return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], r"(needs about .* of memory|not enough disk space)"
+    if kind in _BROKEN_GEOMETRY_FILES:
+        text, pattern = _BROKEN_GEOMETRY_FILES[kind]
+        (work / "g.json").write_bytes(text)
+        return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], pattern
     raise AssertionError(kind)
 
 
+_BROKEN_GEOMETRY_FILES = {
+    "binary geometry file": (bytes(range(256)), r"geometry JSON is not valid JSON"),
+    "geometry JSON nested too deeply": (b"[" * 100_000 + b"]" * 100_000, r"geometry JSON is not valid JSON: it is nested too deeply"),
+    "geometry JSON with a 5000-digit number": (b'{"beam": 1' + b"0" * 5000 + b"}", r"geometry JSON is not valid JSON: Exceeds the limit"),
+    "geometry JSON naming a key twice": (json.dumps(TINY_GEOMETRY)[:-1].encode() + b', "beam": "parallel"}',
+                                         r"key\(s\) \['beam'\] given more than once"),
+    "geometry of 100000 views": (json.dumps({**TINY_GEOMETRY, "angles_deg": list(range(100_000))}).encode(),
+                                 r"100000 views of 16x16 pixels do not fit a projection stack"),
+    "geometry with a NaN tilt": (json.dumps({**TINY_GEOMETRY, "tilt_deg": [float("nan"), 0.0, 0.0, 0.0]}).encode(),
+                                 r"tilt_deg must hold finite tilts"),
+}  # fmt: skip
+
 CORRUPT_CASES = [
+    *_BROKEN_GEOMETRY_FILES,
     "truncated stack", "corrupt projections.json", "negative projections", "all-zero projections", "empty checkpoint", "NaN-weight checkpoint",
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
-    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "volume outside the beam", "detector of 960 GB",
+    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "volume outside the beam", "projections of 6 TB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
     "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
     "DICOM series without PixelSpacing", "DICOM series of two slice sizes",

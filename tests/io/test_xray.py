@@ -68,13 +68,29 @@ def test_corrupt_or_missing_xray_is_one_clear_error(tmp_path, content):
         load_xray(tmp_path / "missing.dcm")
 
 
-@pytest.mark.parametrize("spacing_tags", [{"PixelSpacing": [0, 0]}, {"ImagerPixelSpacing": [0.0, 0.0]}, {}])
+UNUSABLE_SPACINGS = [
+    {"PixelSpacing": [0, 0]}, {"ImagerPixelSpacing": [0.0, 0.0]}, {},
+    {"ImagerPixelSpacing": 0.2},  # one value where DICOM asks for two
+    {"ImagerPixelSpacing": [1e-6, 1e-6]}, {"PixelSpacing": [1e6, 1e6]},  # no radiograph's pixels (0.01 to 10 mm)
+    {"PixelSpacing": ["9.9", "9.9"], "patch": (b"9.9\\9.9", b"abc\\xyz")},  # not numbers (bytes patched after writing)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spacing_tags", UNUSABLE_SPACINGS)
 def test_zero_or_missing_spacing_warns_and_fits_the_silhouette(tmp_path, caplog, spacing_tags):
     # a 40-pixel-wide bright body in an 80-pixel image, no usable spacing
     pixels = np.zeros((60, 80), dtype=np.uint16)
     pixels[10:50, 25:65] = 3000
-    write_dx(tmp_path / "cr.dcm", pixels, **spacing_tags)
-    xray = load_xray(tmp_path / "cr.dcm")
+    tags = dict(spacing_tags)
+    patch = tags.pop("patch", None)
+    write_dx(tmp_path / "cr.dcm", pixels, **tags)
+    if patch:
+        raw = (tmp_path / "cr.dcm").read_bytes()
+        assert raw.count(patch[0]) == 1
+        (tmp_path / "cr.dcm").write_bytes(raw.replace(*patch))
+    with caplog.at_level("WARNING"):
+        xray = load_xray(tmp_path / "cr.dcm")
+    assert ("is not a pixel spacing of 0.01 to 10 mm" in caplog.text) == bool(tags)
     assert xray.pixel_spacing_mm is None
     model = load_geometry("mednerf_chest").with_detector_shape(32, 32).resolved((0, 0, 0))
     with caplog.at_level("WARNING"):
@@ -123,6 +139,16 @@ def test_presentation_lut_and_monochrome1_invert_exactly_once(tmp_path):
     assert torch.equal(inverse_shape, plain.max() - plain)
     identity = load_xray(_dx(tmp_path, "m2i.dcm", pixels, PresentationLUTShape="IDENTITY")).values
     assert torch.equal(identity, plain)
+
+
+def test_an_unknown_presentation_lut_shape_is_left_out_with_a_warning(tmp_path, caplog):
+    """A shape DICOM does not define: read without it, so MONOCHROME1 is still inverted (once)."""
+    pixels = np.tile(np.arange(20, dtype=np.uint16) * 100, (10, 1))
+    with caplog.at_level("WARNING"):
+        values = load_xray(_dx(tmp_path, "m1.dcm", pixels, PhotometricInterpretation="MONOCHROME1",
+                               PresentationLUTShape="BOGUS")).values  # fmt: skip
+    assert "its Presentation LUT is unusable" in caplog.text and "BOGUS" in caplog.text
+    assert torch.equal(values, torch.from_numpy(pixels.max() - pixels.astype(np.float32)))
 
 
 def _dx(folder, name, pixels, **tags):
