@@ -26,6 +26,7 @@ __all__ = ["check_slice_spacing", "check_volume_path", "load_ct", "dicom_series_
 
 MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0
+HU_RANGE = (-32768.0, 65535.0)  # what any CT scale stores (int16 padding to uint16); metal is below 35,000 HU
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 _SINGLE_FILE_ITK_SUFFIXES = (".nrrd", ".mha")
 
@@ -157,6 +158,10 @@ def _validate_ct(image: MetaTensor, path: Path) -> None:
         raise VolumeError(f"{path} has fewer than 2 voxels along an axis: shape {tuple(image.shape)}.")
     if not torch.isfinite(image).all():
         raise VolumeError(f"{path} contains NaN or infinite voxel values.")
+    low, high = float(image.min()), float(image.max())
+    if low < HU_RANGE[0] or high > HU_RANGE[1]:
+        raise VolumeError(f"{path} has voxel values from {low:.4g} to {high:.4g}, outside any CT's Hounsfield scale "
+                          f"({HU_RANGE[0]:g} to {HU_RANGE[1]:g} HU); a CT must be given in HU.")  # fmt: skip
     spacing = torch.linalg.vector_norm(image.affine[:3, :3], dim=0)
     if not ((spacing >= MIN_SPACING_MM) & (spacing <= MAX_SPACING_MM)).all():
         raise VolumeError(

@@ -86,9 +86,9 @@ def _options(inputs: Path, out: Path) -> dict[str, tuple[list[str], str]]:
     return {
         "views abc": (drr + ["--views", "abc"], r"views must be an integer >= 1 or null, got 'abc'"),
         "views 0": (drr + ["--views", "0"], r"views must be an integer >= 1"),
-        "ten billion views": (drr + ["--views", "10000000000"], r"not enough disk space .* TiB needed"),  # before any angle
+        "ten billion views": (drr + ["--views", "10000000000"], r"10000000000 views of .* do not fit a projection stack"),  # before any angle
         "ten billion single-view views": (["single-view", str(inputs / "proj/png/view_000.png"), "--out", str(out / "s"),
-                                           "--views", "10000000000"], r"not enough disk space .* TiB needed"),  # fmt: skip
+                                           "--views", "10000000000"], r"10000000000 views of .* do not fit a projection stack"),  # fmt: skip
         "method raytrace": (drr + ["--method", "raytrace"], r"method must be 'joseph', 'trilinear' or 'siddon'"),
         "step_mm 0": (drr + ["--method", "trilinear", "--step_mm", "0"], r"step_mm must be a number > 0"),
         "noise_i0 -1": (drr + ["--noise_i0", "-1"], r"noise_i0 must be a number > 0"),
@@ -182,6 +182,9 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
     if kind == "complex CT":
         nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.complex64), np.eye(4)), work / "c.nii.gz")
         return ["drr", str(work / "c.nii.gz"), *out], r"holds complex values"
+    if kind == "CT of 1e30 HU":
+        _ct(work / "h.nii.gz", np.full((16, 16, 16), 1e30, np.float32))
+        return ["drr", str(work / "h.nii.gz"), *out], r"voxel values from 1e\+30 to 1e\+30, outside any CT's Hounsfield scale"
     if kind == "truncated CT":
         (work / "t.nii.gz").write_bytes((inputs / "ct.nii.gz").read_bytes()[:200])
         return ["drr", str(work / "t.nii.gz"), *out], r"could not read CT"
@@ -279,7 +282,7 @@ _BROKEN_GEOMETRY_FILES = {
 CORRUPT_CASES = [
     *_BROKEN_GEOMETRY_FILES,
     "truncated stack", "corrupt projections.json", "negative projections", "all-zero projections", "empty checkpoint", "NaN-weight checkpoint",
-    "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT",
+    "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT", "CT of 1e30 HU",
     "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "volume outside the beam", "projections of 6 TB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
     "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
