@@ -28,6 +28,7 @@ from monai_gnerf.engines import (
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.geometry import (
     ProjectionGeometry,
+    check_source_outside,
     geometry_grid,
     grid_for_spacing,
     load_geometry,
@@ -147,7 +148,7 @@ def reconstruct_folder(
     meta = dict(projections.meta)
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
     voxels = math.prod(shape)
-    _check_grid_memory(shape, affine, config.fit, geometry, projections.as_tensor())
+    _check_grid(shape, affine, config.fit, geometry, projections.as_tensor())
     inputs = [Path(projections_dir) / name for name in PROJECTION_FOLDER_CONTENTS]
     check_volume_path(check_output(out, "file", overwrite, estimated_bytes=4 * voxels, inputs=inputs))
     check_output(figure_path(out), "file", overwrite, inputs=inputs)
@@ -173,16 +174,18 @@ def reconstruct_folder(
     return result
 
 
-def _check_grid_memory(
+def _check_grid(
     shape: Sequence[int], affine: torch.Tensor, fit: ReconstructionConfig, geometry: ProjectionGeometry,
     projections: torch.Tensor | None = None,
 ) -> None:  # fmt: skip
-    """Refuse a reconstruction grid that would not fit in memory: first the grid as fine as ``fit``
-    and the detector say, then also as long as the projections say (without them, as long as the
-    geometry may need; the end-face margins are worked out only for a grid that fits). A geometry
-    without an isocenter is centred on the grid, as DRRs of it will be."""
+    """Refuse a reconstruction grid that the X-ray source enters in some view, or that would not fit
+    in memory: first the grid as fine as ``fit`` and the detector say, then also as long as the
+    projections say (without them, as long as the geometry may need; the end-face margins are
+    worked out only for a grid that fits). A geometry without an isocenter is centred on the grid,
+    as DRRs of it will be."""
     if geometry.isocenter_mm is None:
         geometry = geometry.resolved(volume_center_mm(affine, shape).tolist())
+    check_source_outside(geometry, shape, affine)
     for grid in (field_grid(replace(fit, axial_margin_mm=0.0), geometry, shape, affine),
                  field_grid(fit, geometry, shape, affine, projections)):  # fmt: skip
         details = [f"fitted {grid.factor}x finer (supersample {grid.factor})"] if grid.factor > 1 else []
@@ -236,7 +239,7 @@ def sparse_view_demo(
     geo = load_geometry(config.geometry).with_uniform_angles(config.views)
     check_drr_memory(geo, ct)
     shape, affine = grid_for_spacing(ct.shape, ct.affine, config.spacing_mm)
-    _check_grid_memory(shape, affine, config.fit, geo)
+    _check_grid(shape, affine, config.fit, geo)
     out.mkdir(parents=True, exist_ok=True)
     mu = HUToAttenuation()(ct)
     with torch.no_grad():

@@ -294,6 +294,10 @@ class _Clock:
         self.start = time.monotonic()
         self.granted_s = 0.0
 
+    def out_of_time(self) -> bool:
+        """Whether the whole budget is spent (never without one)."""
+        return self.budget_s is not None and time.monotonic() > self.start + self.budget_s
+
     def grant(self, steps: int) -> float:
         """The deadline (monotonic seconds) of a phase of ``steps`` steps; ``inf`` without a budget."""
         if self.budget_s is None:
@@ -323,6 +327,10 @@ def _optimize(
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn()
         history.append(loss.item())
+        if not math.isfinite(history[-1]):
+            bar.close()
+            raise GnerfInputError(f"the single-view fit diverged in its {label} at step {step + 1} (loss "
+                                  f"{history[-1]}): lower the learning rates (finetune_lr, latent_lr).")  # fmt: skip
         if done is not None and done():
             break
         loss.backward()
@@ -461,6 +469,10 @@ def fit_single_view(
 
     best: tuple[Any, ...] | None = None
     for restart in range(config.restarts):
+        if restart > 0 and clock.out_of_time():
+            _LOGGER.warning(f"single-view fit: the budget of {config.budget_s:g} s was spent after {restart} of "
+                            f"{config.restarts} restarts; keeping the best of those.")  # fmt: skip
+            break
         start = _map_start(model, coarse, prior, config) if restart == 0 else prior.sample(rng)
         z = start.to(device).requires_grad_(True)
         angle = torch.tensor(float(config.angle_deg), device=device, requires_grad=config.optimize_pose)

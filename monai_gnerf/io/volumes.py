@@ -257,9 +257,12 @@ def check_volume_path(path: str | Path) -> Path:
     """``path`` if :func:`save_volume` can write its format (checked before the work that makes the volume).
 
     Raises:
-        VolumeError: an unknown suffix.
+        VolumeError: an unknown suffix, or a name that is only a suffix (``.nii.gz``).
     """
     path = Path(path)
-    if path.name.lower().endswith(NIFTI_SUFFIXES) or path.suffix.lower() in _SINGLE_FILE_ITK_SUFFIXES:
+    name = path.name.lower()
+    if name in (*NIFTI_SUFFIXES, *_SINGLE_FILE_ITK_SUFFIXES):
+        raise VolumeError(f"cannot write a volume as {path.name}: the name is only a suffix; give a name before it.")
+    if name.endswith(NIFTI_SUFFIXES) or path.suffix.lower() in _SINGLE_FILE_ITK_SUFFIXES:
         return path
     raise VolumeError(f"cannot write a volume as {path.name}: use .nii.gz, .nii, .nrrd or .mha.")

@@ -56,7 +56,8 @@ _LOGGER = logging.getLogger(__name__)
 _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 _DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")  # DICOM files often have none, or end in a UID
 _PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-_PIXEL_MM_RANGE = (0.01, 10.0)  # pixel sizes of radiographs, mm (dental sensors ~0.02, chest CR ~0.2, film scans ~0.5)
+_MIN_PIXEL_MM = 0.001  # no X-ray detector has pixels below a micrometre
+_MAX_SIDE_MM = 3000.0  # nor images wider than 3 m (a long-leg film is 1.3 m)
 XRAY_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", *_PLAIN_IMAGE_SUFFIXES)
 """File suffixes read with MONAI's ``LoadImage``; anything else is tried as DICOM."""
 
@@ -87,23 +88,35 @@ class XRayImage:
 
     def with_pixel_spacing(self, pixel_spacing_mm: float) -> XRayImage:
         """The same image with a given square detector-plane pixel spacing, mm (a user's override)."""
-        if not (math.isfinite(pixel_spacing_mm) and pixel_spacing_mm > 0):
-            raise GnerfInputError(f"pixel_spacing_mm must be a positive number of mm, got {pixel_spacing_mm}.")
+        problem = _spacing_problem((pixel_spacing_mm,) * 2, tuple(self.values.shape))
+        if problem:
+            raise GnerfInputError(f"pixel_spacing_mm {pixel_spacing_mm} is not this X-ray's pixel size: {problem}.")
         return replace(self, pixel_spacing_mm=(float(pixel_spacing_mm),) * 2, spacing_at_isocenter=False)
 
 
-def _valid_spacing(spacing, source: str, tag: str) -> tuple[float, float] | None:
-    """A usable ``(row, col)`` spacing in mm, or ``None`` (with a warning) for anything else: not two
-    numbers, or a value outside the pixel sizes of radiographs (:data:`_PIXEL_MM_RANGE`)."""
+def _spacing_problem(spacing: tuple[float | None, ...], shape: tuple[int, ...]) -> str | None:
+    """Why ``(row, col)`` spacings in mm cannot be those of an image of ``shape``, or ``None``: not
+    two numbers of at least :data:`_MIN_PIXEL_MM`, or an image side beyond :data:`_MAX_SIDE_MM`."""
+    if len(spacing) != 2 or not all(s is not None and s >= _MIN_PIXEL_MM for s in spacing):
+        return f"a pixel spacing is two numbers of at least {_MIN_PIXEL_MM:g} mm"
+    sides = [s * n for s, n in zip(spacing, shape)]  # type: ignore[operator]
+    if max(sides) <= _MAX_SIDE_MM:
+        return None
+    return f"{shape[0]}x{shape[1]} pixels of it span {sides[0]:.3g} x {sides[1]:.3g} mm, over {_MAX_SIDE_MM:g} mm"
+
+
+def _valid_spacing(spacing, shape: tuple[int, ...], source: str, tag: str) -> tuple[float, float] | None:
+    """A usable ``(row, col)`` spacing in mm for an image of ``shape``, or ``None`` (with a warning
+    naming the problem, :func:`_spacing_problem`)."""
     if spacing is None:
         return None
     items = list(spacing) if isinstance(spacing, (list, tuple, pydicom.multival.MultiValue)) else [spacing]
-    values = [_number(s) for s in items]
-    low, high = _PIXEL_MM_RANGE
-    if len(values) == 2 and all(s is not None and low <= s <= high for s in values):
-        return values[0], values[1]  # type: ignore[return-value]
-    _LOGGER.warning(f"{source}: {tag} {[str(s) for s in items]} is not a pixel spacing of {low:g} to {high:g} mm; "
-                    "treating the spacing as unknown.")  # fmt: skip
+    values = tuple(_number(s) for s in items)
+    problem = _spacing_problem(values, shape)
+    if problem is None:
+        return values  # type: ignore[return-value]
+    shown = [str(item) if value is None else value for item, value in zip(items, values)]
+    _LOGGER.warning(f"{source}: {tag} {shown} is not a pixel spacing ({problem}); treating the spacing as unknown.")
     return None
 
 
@@ -175,8 +188,8 @@ def _dicom_xray(path: Path, apply_voi: bool) -> XRayImage:
         raise GnerfInputError(f"{path} holds a {pixels.ndim}D image; a radiograph must be one 2D frame.")
     if "RescaleSlope" in ds and _number(ds.RescaleSlope) == 0:
         raise GnerfInputError(f"{path} has RescaleSlope 0: its modality LUT maps every pixel to one value.")
-    imager = _valid_spacing(ds.get("ImagerPixelSpacing"), str(path), "ImagerPixelSpacing")
-    patient = None if imager else _valid_spacing(ds.get("PixelSpacing"), str(path), "PixelSpacing")
+    imager = _valid_spacing(ds.get("ImagerPixelSpacing"), pixels.shape, str(path), "ImagerPixelSpacing")
+    patient = None if imager else _valid_spacing(ds.get("PixelSpacing"), pixels.shape, str(path), "PixelSpacing")
     sdd, sad = _positive_tag(ds, "DistanceSourceToDetector"), _positive_tag(ds, "DistanceSourceToPatient")
     if sdd is not None and sad is not None and sad >= sdd:
         _LOGGER.warning(
@@ -243,7 +256,7 @@ def _image_file_xray(path: Path) -> XRayImage:
         )
     values = torch.as_tensor(np.asarray(image)).squeeze().T.contiguous()  # (x, y) -> (rows, cols)
     pixdim = [float(image.pixdim[axis]) for axis in keep]
-    spacing = None if plain else _valid_spacing(pixdim[::-1], str(path), "spacing")
+    spacing = None if plain else _valid_spacing(pixdim[::-1], tuple(values.shape), str(path), "spacing")
     return XRayImage(values.float(), False, spacing, None, None, str(path))
 
 

@@ -8,6 +8,7 @@ integral (``extra["reference_max"]``). It loads with ``torch.load(weights_only=T
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,13 @@ class GeneratorHeader:
         return float(self.extra.get("reference_max", self.config.value_scale))
 
 
+_EXTRA_NUMBERS = {  # the numbers of ``extra`` a fit reads, each finite and in (low, high]
+    "reference_max": (0.0, math.inf),
+    "silhouette_width_fraction": (0.0, 1.0),
+    "map_residual_mse": (0.0, math.inf),
+}
+
+
 def read_generator_header(path: str | Path) -> GeneratorHeader:
     """The :class:`GeneratorHeader` of a generator file (the weights are checked, not built).
 
@@ -72,6 +80,11 @@ def _header(payload: dict[str, Any], path: str | Path) -> GeneratorHeader:
     extra = payload.get("extra", {})
     if not isinstance(extra, dict):
         raise GnerfInputError(f"incompatible generator file {path}: its extra metadata is a {type(extra).__name__}, not a mapping.")
+    for key, (low, high) in _EXTRA_NUMBERS.items():
+        value = extra.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and low < value <= high):
+            raise GnerfInputError(f"incompatible generator file {path}: its {key} must be a finite number in "
+                                  f"({low:g}, {high:g}], got {value!r}.")  # fmt: skip
     try:
         config = {"architecture": "graf", **payload["config"]}  # files from before architectures existed
         return GeneratorHeader(config_from_dict(GeneratorConfig, config), load_geometry(payload["geometry"]),

@@ -216,6 +216,12 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
             torch.save({**payload, "extra": "abc"}, work / "g.pt")
             pattern = r"incompatible generator file .*g.pt: its extra metadata is a str, not a mapping"
         return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "g.pt"), *out], pattern
+    if kind in _BROKEN_GENERATOR_EXTRAS:
+        payload = torch.load(example_prior_path(), weights_only=True)
+        key, value = _BROKEN_GENERATOR_EXTRAS[kind]
+        torch.save({**payload, "extra": {**payload["extra"], key: value}}, work / "g.pt")
+        pattern = rf"incompatible generator file .*g.pt: its {key} must be a finite number in \(0, "
+        return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "g.pt"), *out], pattern
     if kind == "mask that is a text file":
         (work / "mask.nii.gz").write_text("not an image")
         return ["reconstruct", str(inputs / "proj"), "--out", str(work / "r.nii.gz"), *FIT, "--mask",
@@ -252,6 +258,11 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         geometry = {**TINY_GEOMETRY, "source_to_isocenter_mm": 20.0, "source_to_detector_mm": 100.0}
         (work / "g.json").write_text(json.dumps(geometry))
         return ["drr", str(inputs / "ct.nii.gz"), "--geometry", str(work / "g.json"), *out], r"source of view 0 .* inside the volume"
+    if kind == "projections whose source lies inside the grid":
+        folder = _copy_projections(inputs, work, "p")
+        geometry = json.loads((folder / "geometry.json").read_text())
+        (folder / "geometry.json").write_text(json.dumps({**geometry, "source_to_isocenter_mm": 20.0}))
+        return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), "--method", "fdk"], r"source of view 0 .* inside the volume"
     if kind == "volume outside the beam":
         geometry = {**TINY_GEOMETRY, "isocenter_mm": [1e6, 0.0, 0.0]}
         (work / "g.json").write_text(json.dumps(geometry))
@@ -279,11 +290,19 @@ _BROKEN_GEOMETRY_FILES = {
                                  r"tilt_deg must hold finite tilts"),
 }  # fmt: skip
 
+_BROKEN_GENERATOR_EXTRAS = {
+    "generator of silhouette width 0": ("silhouette_width_fraction", 0.0),
+    "generator of NaN silhouette width": ("silhouette_width_fraction", float("nan")),
+    "generator of text MAP residual": ("map_residual_mse", "x"),
+    "generator of infinite reference": ("reference_max", float("inf")),
+}
+
 CORRUPT_CASES = [
     *_BROKEN_GEOMETRY_FILES,
+    *_BROKEN_GENERATOR_EXTRAS,
     "truncated stack", "corrupt projections.json", "negative projections", "all-zero projections", "empty checkpoint", "NaN-weight checkpoint",
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT", "CT of 1e30 HU",
-    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "volume outside the beam", "projections of 6 TB",
+    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "projections whose source lies inside the grid", "volume outside the beam", "projections of 6 TB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
     "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
     "DICOM series without PixelSpacing", "DICOM series of two slice sizes",
@@ -316,6 +335,7 @@ def _destinations(inputs: Path, work: Path) -> dict[str, tuple[list[str], str]]:
         "output folder is a file": (drr + ["--out", a_file], r"a_file is a file, not a folder"),
         "output file is a folder": (rec + ["--out", str(work)], r"is a folder; give a file name"),
         "output format unknown": (rec + ["--out", str(work / "r.vtk")], r"cannot write a volume as r.vtk: use .nii.gz"),
+        "output name only a suffix": (rec + ["--out", str(work / ".nii.gz")], r"cannot write a volume as .nii.gz: the name is only a suffix"),
         "existing output": (drr + ["--out", proj], r"proj \(holding geometry.json, png, projections.json\) exists; pass --overwrite"),
         "work_dir is a file": (rec + ["--out", str(work / "r.nii.gz"), "--work_dir", a_file], r"--work_dir .* is a file"),
         "tensorboard_dir is a file": (rec + ["--out", str(work / "r.nii.gz"), "--tensorboard_dir", a_file],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from gnerf_testing import TINY_GENERATOR
 
 from monai_gnerf.engines import SingleViewConfig, fit_single_view
+from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.metrics import (
     psnr,
 )
@@ -195,3 +197,22 @@ def test_map_residual_is_zero_on_the_generators_own_views_and_the_noise_on_noisy
     pixels, dim = views[0].numel(), 6
     assert exact < 1e-3 * noise_std**2
     assert residual == pytest.approx(noise_std**2 * (1 - dim / pixels), rel=0.1)  # the noise the code cannot fit
+
+
+def test_many_restarts_stop_at_the_budget_and_keep_the_best_so_far(one_subject, trained_prior, caplog):
+    """Each restart's own cost (its start, its renders) is not in the steps' shares: the restarts
+    stop when the budget is spent, not after all of them."""
+    truth = one_subject[1].views(0)[0]
+    config = SingleViewConfig(restarts=10_000, latent_iterations=1, finetune_iterations=1, budget_s=2.0)
+    start = time.monotonic()
+    with caplog.at_level("WARNING"):
+        fit = fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False)
+    assert time.monotonic() - start < 4.0 and torch.isfinite(fit.z_shape).all()
+    assert re.search(r"budget of 2 s was spent after \d+ of 10000 restarts", caplog.text)
+
+
+def test_a_diverging_fit_is_one_error_naming_the_learning_rates(one_subject, trained_prior):
+    truth = one_subject[1].views(0)[0]
+    config = SingleViewConfig(restarts=1, latent_iterations=0, finetune_iterations=5, finetune_lr=1e30, discrepancy=None)
+    with pytest.raises(GnerfInputError, match=r"diverged in its fine-tuning at step \d \(loss nan\): lower the learning rates"):
+        fit_single_view(trained_prior.generator, trained_prior.geometry, truth, config, progress=False)
