@@ -145,6 +145,9 @@ def reconstruct_folder(
     config = config or SparseViewJobConfig()
     device = check_device(device)
     projections, geometry = load_projections(projections_dir)
+    if geometry.isocenter_mm is None:
+        raise GnerfInputError(f"{Path(projections_dir) / 'geometry.json'} has no isocenter_mm: a projection folder's "
+                              "geometry must say where the rotation centre is, in world mm (monai-gnerf drr writes it).")  # fmt: skip
     meta = dict(projections.meta)
     shape, affine = _grid_of_folder(meta, geometry, config.spacing_mm)
     voxels = math.prod(shape)

@@ -394,6 +394,8 @@ def training_handlers(
     """The handlers of :func:`attach_training_handlers`, in attach order (for a MONAI workflow's ``handlers``)."""
     run: RunState = to_save["run"]
     handlers: list[Any] = [run, WallTimeBudget(run, budget_s)]
+    if progress:  # first of the exception handlers: the bar is closed before an error line is printed
+        handlers.append(RunProgress(run, budget_s))
     if work_dir is not None:
         handlers += [
             IterationCheckpoint(to_save, work_dir, prefix, checkpoint_every, logger),
@@ -406,8 +408,6 @@ def training_handlers(
         if tensorboard_dir is not None:
             handlers.append(TensorBoardStatsHandler(log_dir=str(tensorboard_dir), iteration_log=log_every,
                                                     epoch_log=False, output_transform=step_stats))  # fmt: skip
-    if progress:
-        handlers.append(RunProgress(run, budget_s))
     return handlers
 
 

@@ -407,6 +407,9 @@ class FieldTrainer(Engine):
                                        rays.t_far[pick])  # fmt: skip
         data_loss = F.mse_loss(predicted, rays.values[pick]) / rays.scale
         loss = data_loss + self.tv_weight * tv
+        if not math.isfinite(loss.item()):
+            raise GnerfInputError(f"the fit diverged at iteration {engine.state.iteration} (loss {loss.item()}): "
+                                  f"lower learning_rate (it is {self.config.lr:g}).")  # fmt: skip
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()

@@ -110,5 +110,12 @@ def load_generator(
         generator = RadianceFieldGenerator(header.config)
         generator.load_state_dict(payload["state_dict"])
     except (TypeError, KeyError, RuntimeError, GnerfInputError) as err:
-        raise GnerfInputError(f"incompatible generator file {path}: {first_line(err)}") from None
+        raise GnerfInputError(f"incompatible generator file {path}: {_one_line(err)}") from None
     return generator.to(device).eval(), header.geometry, header.extra
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line: ``load_state_dict`` puts the keys it names on the lines after
+    its first ("Error(s) in loading state_dict for ...:"), which alone would say nothing."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines) if len(lines) > 1 else first_line(err)

@@ -216,6 +216,14 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
             torch.save({**payload, "extra": "abc"}, work / "g.pt")
             pattern = r"incompatible generator file .*g.pt: its extra metadata is a str, not a mapping"
         return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "g.pt"), *out], pattern
+    if kind == "generator missing a weight":
+        payload = torch.load(example_prior_path(), weights_only=True)
+        state = dict(payload["state_dict"])
+        missing = sorted(state)[0]
+        del state[missing]
+        torch.save({**payload, "state_dict": state}, work / "g.pt")
+        pattern = rf"incompatible generator file .*g.pt: Error\(s\) in loading state_dict .* Missing key\(s\) .*{re.escape(missing)}"
+        return ["single-view", str(inputs / "proj/png/view_000.png"), str(work / "g.pt"), *out], pattern
     if kind in _BROKEN_GENERATOR_EXTRAS:
         payload = torch.load(example_prior_path(), weights_only=True)
         key, value = _BROKEN_GENERATOR_EXTRAS[kind]
@@ -263,6 +271,15 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         geometry = json.loads((folder / "geometry.json").read_text())
         (folder / "geometry.json").write_text(json.dumps({**geometry, "source_to_isocenter_mm": 20.0}))
         return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), "--method", "fdk"], r"source of view 0 .* inside the volume"
+    if kind == "a learning rate that diverges":  # the error is the last line: the progress bar closes first
+        return (["reconstruct", str(inputs / "proj"), "--out", str(work / "r.nii.gz"), "--learning_rate", "1e30",
+                 "--max_iterations", "5", "--budget_s", "30"],
+                r"the fit diverged at iteration \d+ \(loss (inf|nan)\): lower learning_rate \(it is 1e\+30\)")  # fmt: skip
+    if kind == "projections whose geometry has no isocenter":
+        folder = _copy_projections(inputs, work, "p")
+        geometry = json.loads((folder / "geometry.json").read_text())
+        (folder / "geometry.json").write_text(json.dumps({**geometry, "isocenter_mm": None}))
+        return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), "--method", "fdk"], r"geometry.json has no isocenter_mm"
     if kind == "volume outside the beam":
         geometry = {**TINY_GEOMETRY, "isocenter_mm": [1e6, 0.0, 0.0]}
         (work / "g.json").write_text(json.dumps(geometry))
@@ -300,9 +317,11 @@ _BROKEN_GENERATOR_EXTRAS = {
 CORRUPT_CASES = [
     *_BROKEN_GEOMETRY_FILES,
     *_BROKEN_GENERATOR_EXTRAS,
+    "generator missing a weight",
     "truncated stack", "corrupt projections.json", "negative projections", "all-zero projections", "empty checkpoint", "NaN-weight checkpoint",
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT", "CT of 1e30 HU",
-    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "projections whose source lies inside the grid", "volume outside the beam", "projections of 6 TB",
+    "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "projections whose source lies inside the grid",
+    "projections whose geometry has no isocenter", "a learning rate that diverges", "volume outside the beam", "projections of 6 TB",
     "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
     "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
     "DICOM series without PixelSpacing", "DICOM series of two slice sizes",
