@@ -212,15 +212,12 @@ def _describe(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
-class _DuplicateKeyError(ValueError):
-    """A JSON object names one key twice (the standard decoder would keep the last silently)."""
-
-
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key named twice is an error (``json`` would keep the last silently)."""
     keys = [key for key, _ in pairs]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
-        raise _DuplicateKeyError(f"key(s) {repeated} given more than once")
+        raise ValueError(f"key(s) {repeated} given more than once")
     return dict(pairs)
 
 

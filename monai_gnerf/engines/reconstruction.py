@@ -407,13 +407,14 @@ class FieldTrainer(Engine):
                                        rays.t_far[pick])  # fmt: skip
         data_loss = F.mse_loss(predicted, rays.values[pick]) / rays.scale
         loss = data_loss + self.tv_weight * tv
-        if not math.isfinite(loss.item()):
-            raise GnerfInputError(f"the fit diverged at iteration {engine.state.iteration} (loss {loss.item()}): "
+        loss_value = loss.item()  # one device sync per step, also for the check
+        if not math.isfinite(loss_value):
+            raise GnerfInputError(f"the fit diverged at iteration {engine.state.iteration} (loss {loss_value}): "
                                   f"lower learning_rate (it is {self.config.lr:g}).")  # fmt: skip
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": loss.item(), "data_loss": data_loss.item(), "tv": tv.item()}
+        return {"loss": loss_value, "data_loss": data_loss.item(), "tv": tv.item()}
 
 
 @dataclass
