@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from monai.data import MetaTensor
@@ -50,6 +50,11 @@ class Ellipsoid:
         axes = torch.tensor(self.semi_axes_mm, dtype=points.dtype, device=points.device)
         return (points @ rot) / axes
 
+    @property
+    def bounding_radius_mm(self) -> float:
+        """Radius of the smallest centred sphere holding the ellipsoid, mm."""
+        return max(self.semi_axes_mm)
+
 
 @dataclass(frozen=True)
 class EllipsoidPhantom:
@@ -64,28 +69,33 @@ class EllipsoidPhantom:
 
     def density(self, points_mm: torch.Tensor) -> torch.Tensor:
         """Attenuation (1/mm) at world points ``(..., 3)``."""
-        total = torch.zeros(points_mm.shape[:-1], dtype=points_mm.dtype, device=points_mm.device)
-        for e in self.ellipsoids:
-            centre = torch.tensor(e.center_mm, dtype=points_mm.dtype, device=points_mm.device)
-            r2 = (e._to_unit_frame(points_mm - centre) ** 2).sum(-1)
-            total = total + e.value * torch.clamp(1.0 - r2, min=0.0) ** self.profile * (r2 < 1.0)
-        return total
+        points = points_mm.reshape(-1, 3)
+        total = torch.zeros(points.shape[0], dtype=points.dtype, device=points.device)
+        for e, near in _near_each(self.ellipsoids, points):
+            centre = torch.tensor(e.center_mm, dtype=points.dtype, device=points.device)
+            r2 = (e._to_unit_frame(points[near] - centre) ** 2).sum(-1)
+            total.index_add_(0, near, e.value * torch.clamp(1.0 - r2, min=0.0) ** self.profile * (r2 < 1.0))
+        return total.view(points_mm.shape[:-1])
 
     def line_integrals(self, origins_mm: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        """Exact line integrals along whole rays (unit directions in mm), shape ``origins.shape[:-1]``."""
+        """Exact line integrals along whole rays (unit directions in mm), shape ``origins.shape[:-1]``.
+
+        Each ellipsoid is integrated only along the rays that pass through its bounding sphere.
+        """
         p = self.profile
         beta = math.sqrt(math.pi) * math.gamma(p + 1) / math.gamma(p + 1.5)
-        total = torch.zeros(origins_mm.shape[:-1], dtype=origins_mm.dtype, device=origins_mm.device)
-        for e in self.ellipsoids:
-            centre = torch.tensor(e.center_mm, dtype=origins_mm.dtype, device=origins_mm.device)
-            o = e._to_unit_frame(origins_mm - centre)
-            d = e._to_unit_frame(directions)
+        o_all, d_all = origins_mm.reshape(-1, 3), directions.reshape(-1, 3)
+        total = torch.zeros(o_all.shape[0], dtype=o_all.dtype, device=o_all.device)
+        for e, near in _near_each(self.ellipsoids, o_all, d_all):
+            centre = torch.tensor(e.center_mm, dtype=o_all.dtype, device=o_all.device)
+            o = e._to_unit_frame(o_all[near] - centre)
+            d = e._to_unit_frame(d_all[near])
             a = (d * d).sum(-1)
             b = (o * d).sum(-1)
             r2_min = (o * o).sum(-1) - b * b / a
             h = torch.sqrt(torch.clamp(1.0 - r2_min, min=0.0) / a)
-            total = total + e.value * beta * a**p * h ** (2 * p + 1)
-        return total
+            total.index_add_(0, near, e.value * beta * a**p * h ** (2 * p + 1))
+        return total.view(origins_mm.shape[:-1])
 
     def voxelize(
         self, shape: Sequence[int], spacing_mm: Sequence[float], supersample: int = 1, dtype: torch.dtype = torch.float32
@@ -106,6 +116,28 @@ class EllipsoidPhantom:
                     points = grid @ affine[:3, :3].T + affine[:3, 3]
                     out += self.density(points)
         return MetaTensor((out / supersample**3).to(dtype), affine=affine)
+
+
+def _near_each(
+    ellipsoids: Sequence[Ellipsoid], points_mm: torch.Tensor, directions: torch.Tensor | None = None
+) -> Iterator[tuple[Ellipsoid, torch.Tensor]]:
+    """Each ellipsoid with the indices of the points ``(N, 3)`` inside its bounding sphere or, given
+    unit ``directions``, of the rays ``points + t directions`` through it.
+
+    The squared distance of a centre ``c`` from a point is ``|p|^2 - 2 p.c + |c|^2``, and from a ray
+    that minus ``((p - c).d)^2``: the terms without ``c`` are computed once for all ellipsoids, in
+    float64 so the expansion does not cancel away grazing rays.
+    """
+    p = points_mm.double()
+    base = (p * p).sum(-1)
+    d = None if directions is None else directions.double()
+    along = None if d is None else (p * d).sum(-1)
+    for e in ellipsoids:
+        c = torch.tensor(e.center_mm, dtype=torch.float64, device=p.device)
+        squared = base - 2.0 * (p @ c) + c @ c
+        if d is not None:
+            squared = squared - (along - d @ c) ** 2
+        yield e, (squared < (e.bounding_radius_mm * (1.0 + 1e-6)) ** 2).nonzero().squeeze(-1)
 
 
 def grid_affine(shape: Sequence[int], spacing_mm: Sequence[float]) -> torch.Tensor:

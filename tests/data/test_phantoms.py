@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -34,6 +36,21 @@ def test_sphere_chord_is_exact():
     directions = torch.tensor([[0.0, 1.0, 0.0]] * 3, dtype=torch.float64)
     expected = [0.02 * 20.0, 0.02 * 2 * 8.0, 0.0]
     assert sphere.line_integrals(origins, directions).tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_rays_and_points_near_a_long_axis_tip_are_not_culled():
+    # each ellipsoid is evaluated only near its bounding sphere: a ray 1 mm from the tip of a long,
+    # rotated ellipsoid (1 m from its source) and a point just inside the tip must still count
+    ellipsoid = Ellipsoid((3.0, -2.0, 1.0), (30.0, 5.0, 5.0), 40.0, 0.02)
+    phantom = EllipsoidPhantom((ellipsoid,))
+    axis = torch.tensor([math.cos(math.radians(40.0)), math.sin(math.radians(40.0)), 0.0], dtype=torch.float64)
+    near_tip = torch.tensor(ellipsoid.center_mm, dtype=torch.float64) + 29.0 * axis
+    origins = (near_tip - torch.tensor([0.0, 0.0, 1000.0], dtype=torch.float64))[None]
+    chord = 2.0 * 5.0 * math.sqrt(1.0 - (29.0 / 30.0) ** 2)
+    assert phantom.line_integrals(origins, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)).item() == (
+        pytest.approx(0.02 * chord, rel=1e-9)
+    )
+    assert phantom.density(near_tip[None]).item() == pytest.approx(0.02)
 
 
 def test_chest_phantom_has_radiological_anatomy():
