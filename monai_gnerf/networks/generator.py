@@ -5,9 +5,11 @@ Two field architectures map normalized points and two latent codes to a non-nega
 
 * ``"graf"``: :class:`ConditionalRadianceField`, GRAF's and MedNeRF's MLP evaluated at every
   sample (the papers' model; its cost grows with an MLP per sample);
-* ``"grid"``: :class:`LatentGridField`, the shape code decoded once per subject by a 3D
-  convolutional decoder into a ``grid_size^3`` density grid (as VoxGRAF decodes a latent into a
-  voxel grid), sampled trilinearly along the rays; the appearance code sets one attenuation gain.
+* ``"grid"``: :class:`LatentGridField`, the shape code decoded once per subject into a
+  ``grid_size^3`` density grid (a linear path, the population's PCA model when started from it,
+  plus a 3D convolutional decoder of ``decoder_size^3`` upsampled to it, as VoxGRAF decodes a
+  latent into a voxel grid), sampled trilinearly along the rays; the appearance code sets one
+  attenuation gain.
   Its cost per ray sample is a trilinear lookup, so it trains on a CPU in minutes.
 
 :class:`RadianceFieldGenerator` places the field in a cube of half-size ``extent_mm`` around the
@@ -71,7 +73,10 @@ class GeneratorConfig(Config):
         hidden_features: MLP width (``"graf"``).
         hidden_layers: MLP depth before the heads (``"graf"``).
         num_frequencies: octaves of the positional encoding (``"graf"``).
-        grid_size: voxels per side of the decoded grid, a power of two >= 8 (``"grid"``).
+        grid_size: voxels per side of the density grid, a power of two >= 8 (``"grid"``).
+        decoder_size: voxels per side of the convolutional decoder's output, a power of two >= 8
+            (capped at ``grid_size``), upsampled trilinearly to ``grid_size`` (``"grid"``): the
+            linear path carries the fine detail at no convolution cost.
         grid_channels: channels of the decoder's first (coarsest) level (``"grid"``).
         extent_mm: half-size of the scene cube around the isocenter, mm.
         num_samples: stratified samples per ray.
@@ -87,6 +92,7 @@ class GeneratorConfig(Config):
     hidden_layers: PositiveInt = 3
     num_frequencies: NonNegativeInt = 6
     grid_size: PositiveInt = 32
+    decoder_size: PositiveInt = 32
     grid_channels: PositiveInt = 32
     extent_mm: PositiveFloat = SCENE_HALF_SIZE_MM
     num_samples: PositiveInt = 24
@@ -96,9 +102,12 @@ class GeneratorConfig(Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        levels = math.log2(self.grid_size / _GRID_START)
-        if self.architecture == "grid" and (levels < 1 or levels != int(levels)):
-            raise GnerfInputError(f"grid_size must be a power of two >= 8, got {self.grid_size}.")
+        if self.architecture != "grid":
+            return
+        for name in ("grid_size", "decoder_size"):
+            levels = math.log2(getattr(self, name) / _GRID_START)
+            if levels < 1 or levels != int(levels):
+                raise GnerfInputError(f"{name} must be a power of two >= 8, got {getattr(self, name)}.")
 
 
 class ConditionalRadianceField(nn.Module):
@@ -165,23 +174,29 @@ class LatentGridField(nn.Module):
       (zero until :meth:`initialize_from_pca` sets them to the mean and principal components);
     * the decoder starts from a ``4^3`` grid of ``channels`` features (a linear map of the code)
       and doubles the resolution per level (trilinear upsampling, 3x3x3 convolution, LeakyReLU),
-      halving the channels down to 8, up to ``grid_size^3``: the non-linear part. Its last layer
-      starts at zero, so a PCA-initialized field starts as the PCA model.
+      halving the channels down to 8, up to ``decoder_size^3``, then is upsampled trilinearly to
+      ``grid_size^3``: the non-linear part. Its last layer starts at zero, so a PCA-initialized
+      field starts as the PCA model.
 
     Args:
         shape_dim: shape code size.
         appearance_dim: appearance code size.
         grid_size: voxels per side of the output grid (a power of two >= 8).
         channels: feature channels of the coarsest level.
+        decoder_size: voxels per side of the decoder's output (a power of two >= 8, capped at
+            ``grid_size``); default ``grid_size``.
     """
 
-    def __init__(self, shape_dim: int, appearance_dim: int, grid_size: int, channels: int) -> None:
+    def __init__(
+        self, shape_dim: int, appearance_dim: int, grid_size: int, channels: int, decoder_size: int | None = None
+    ) -> None:
         super().__init__()
         self.channels, self.grid_size = channels, grid_size
         self.seed = nn.Linear(shape_dim, channels * _GRID_START**3)
         layers: list[nn.Module] = []
         width = channels
-        for _ in range(int(math.log2(grid_size // _GRID_START))):
+        decoder_size = min(decoder_size or grid_size, grid_size)
+        for _ in range(int(math.log2(decoder_size // _GRID_START))):
             narrower = max(8, width // 2)
             layers += [nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
                        nn.Conv3d(width, narrower, 3, padding=1), nn.LeakyReLU(0.2)]  # fmt: skip
@@ -189,7 +204,9 @@ class LatentGridField(nn.Module):
         last = nn.Conv3d(width, 1, 3, padding=1)
         nn.init.zeros_(last.weight)
         nn.init.constant_(last.bias, 0.05)  # a faint uniform density to start from
-        self.decoder = nn.Sequential(*layers, last)
+        upsampled = decoder_size < grid_size
+        to_grid = [nn.Upsample(size=(grid_size,) * 3, mode="trilinear", align_corners=False)] if upsampled else []
+        self.decoder = nn.Sequential(*layers, last, *to_grid)
         self.base = nn.Parameter(torch.zeros(1, 1, grid_size, grid_size, grid_size))
         self.linear = nn.Linear(shape_dim, grid_size**3, bias=False)
         nn.init.zeros_(self.linear.weight)
@@ -214,9 +231,13 @@ class LatentGridField(nn.Module):
             self.linear.weight.zero_()
             scaled = components[:used] * stddevs[:used, None, None, None]
             self.linear.weight[:, :used] = scaled.permute(0, 3, 2, 1).reshape(used, -1).T
-            self.decoder[-1].bias.zero_()
+            self._output_layer().bias.zero_()
             self.gain.weight.zero_()  # appearance gain 1 until training says otherwise
             self.gain.bias.zero_()
+
+    def _output_layer(self) -> nn.Conv3d:
+        """The decoder's last convolution (before any upsampling to the grid)."""
+        return next(m for m in reversed(self.decoder) if isinstance(m, nn.Conv3d))
 
     def grids(self, z_shape: torch.Tensor) -> torch.Tensor:
         """Density grids ``(B, 1, G, G, G)`` (``>= 0``), indexed ``[z, y, x]`` of the scene cube."""
@@ -238,7 +259,7 @@ class LatentGridField(nn.Module):
 def _field_module(c: GeneratorConfig) -> nn.Module:
     """The field of a generator config's architecture."""
     if c.architecture == "grid":
-        return LatentGridField(c.shape_dim, c.appearance_dim, c.grid_size, c.grid_channels)
+        return LatentGridField(c.shape_dim, c.appearance_dim, c.grid_size, c.grid_channels, c.decoder_size)
     return ConditionalRadianceField(c.shape_dim, c.appearance_dim, c.hidden_features, c.hidden_layers, c.num_frequencies)
 
 

@@ -84,8 +84,21 @@ def test_old_generator_files_load_as_graf_and_bad_grids_are_refused(tmp_path):
     del payload["config"]["architecture"]  # a file written before architectures existed
     torch.save(payload, path)
     assert load_generator(path)[0].config.architecture == "graf"
-    with pytest.raises(GnerfInputError, match="power of two"):
+    with pytest.raises(GnerfInputError, match="grid_size must be a power of two"):
         GeneratorConfig(architecture="grid", grid_size=24)
+    with pytest.raises(GnerfInputError, match="decoder_size must be a power of two"):
+        GeneratorConfig(architecture="grid", decoder_size=12)
+
+
+def test_the_decoder_output_is_upsampled_to_the_grid_and_capped_by_it():
+    def convolutions(config):
+        field = RadianceFieldGenerator(config).field
+        return [m for m in field.decoder if isinstance(m, torch.nn.Conv3d)], field.grids(torch.zeros(2, config.shape_dim))
+
+    layers, grids = convolutions(dataclasses.replace(TINY_GRID_GENERATOR, grid_size=16, decoder_size=8))
+    assert len(layers) == 2 and grids.shape == (2, 1, 16, 16, 16)  # 4^3 -> 8^3 by one level, then upsampled
+    layers, grids = convolutions(dataclasses.replace(TINY_GRID_GENERATOR, grid_size=8, decoder_size=32))
+    assert len(layers) == 2 and grids.shape == (2, 1, 8, 8, 8)  # a decoder larger than the grid is capped
 
 
 def test_generator_file_refusals(tmp_path):
@@ -102,12 +115,13 @@ def test_generator_file_refusals(tmp_path):
 # ---------------------------------------------------------------- single view
 
 
-def test_a_pca_initialized_grid_generator_is_the_pca_model():
+@pytest.mark.parametrize("grid_size", [8, 16])  # 16: the decoder's 8^3 output is upsampled to the grid
+def test_a_pca_initialized_grid_generator_is_the_pca_model(grid_size):
     from monai_gnerf.data import PhantomPopulation
     from monai_gnerf.data.phantoms import grid_affine
     from monai_gnerf.networks import PCAVolumeModel
 
-    config = dataclasses.replace(TINY_GRID_GENERATOR, shape_dim=8)
+    config = dataclasses.replace(TINY_GRID_GENERATOR, shape_dim=8, grid_size=grid_size, decoder_size=8)
     generator = RadianceFieldGenerator(config).eval()
     n, spacing = config.grid_size, 2.0 * config.extent_mm / config.grid_size
     population = PhantomPopulation("chest", seed=4)
