@@ -36,6 +36,7 @@ subjects in ``benchmarks/results/single_view.png``.
 
     python benchmarks/single_view.py                                 # 2 x 12-minute priors, 8 subjects
     python benchmarks/single_view.py --minutes 1 --held_out 1 --subjects 8   # quick look
+    python benchmarks/single_view.py --subjects 256 --shape_dim 128 --grid_size 64   # a finer grid prior
 
 Prints a table and writes benchmarks/results/single_view.json and single_view.png.
 """
@@ -69,7 +70,7 @@ from monai_gnerf.metrics import (
     psnr,
     ssim,
 )
-from monai_gnerf.networks import PCAVolumeModel, load_generator
+from monai_gnerf.networks import GeneratorConfig, PCAVolumeModel, load_generator
 from monai_gnerf.physics import hu_to_attenuation
 from monai_gnerf.data.population import VolumeSubject
 from monai_gnerf.render import render_drr, sample_volume_at
@@ -82,6 +83,7 @@ EVERY_STEP = replace(FIT, discrepancy=None)  # fine-tuning without the discrepan
 DEFAULT_LABEL = "default: MAP code + fine-tuning to the discrepancy target"
 MAP_ONLY_LABEL = "Gauss-Newton MAP code only (no fine-tuning)"
 SEARCH_LABEL = "4-start search + every fine-tuning step (the 4 Dec default)"
+GRID_OPTIONS = ("shape_dim", "grid_size", "decoder_size")  # the grid prior's sizes, the library's defaults unless given
 
 
 def unseen_psnr(views: torch.Tensor, truth: torch.Tensor) -> float:
@@ -199,6 +201,9 @@ def main() -> None:
     parser.add_argument("--held_out", type=int, default=8, help="held-out subjects reconstructed")
     parser.add_argument("--detector", type=int, default=64, help="detector pixels per side")
     parser.add_argument("--work", default="outputs/bench_single_view", help="checkpoints and generators")
+    for option in GRID_OPTIONS:
+        default = getattr(GeneratorConfig(), option)
+        parser.add_argument(f"--{option}", type=int, default=default, help=f"{option} of the grid prior (default {default})")
     args = parser.parse_args()
     work = Path(args.work)
 
@@ -207,7 +212,8 @@ def main() -> None:
     train_set = PhantomViewDataset(population, geometry, range(args.subjects))
     work.mkdir(parents=True, exist_ok=True)
     graf = train("graf", args, work, "--architecture", "graf", "--view_weight", "0", "--volume_weight", "0")
-    grid = train("grid", args, work)  # the defaults: grid generator, PCA start, view and 3D terms
+    grid_options = [word for option in GRID_OPTIONS for word in (f"--{option}", str(getattr(args, option)))]
+    grid = train("grid", args, work, *grid_options)  # grid generator, PCA start, view and 3D terms
     extent = grid.generator.config.extent_mm
     orbit = grid.geometry
     points, affine = cube_points(extent)
