@@ -44,6 +44,7 @@ __all__ = [
     "UnitInterval",
     "as_bool",
     "as_flag",
+    "coerce",
     "config_from_dict",
     "config_leaves",
     "config_to_dict",
@@ -267,6 +268,21 @@ def path_text(name: str, value: Any) -> Any:
         raise GnerfInputError(f"{name}: the command line read the path you gave as the number {value!r}; "
                               "write it with ./ in front.")  # fmt: skip
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError] = GnerfInputError) -> Any:
+    """``value`` as type ``tp`` (e.g. ``PositiveFloat | None``), checked as a config field is.
+
+    Args:
+        value: the value (from JSON or a file's metadata).
+        tp: its type, with any :class:`Range` attached by ``Annotated``.
+        name: what the error line calls it.
+        error: the exception class raised.
+
+    Raises:
+        error: one line naming ``name``, the value and what is allowed.
+    """
+    return _coerce(value, tp, name, error)
 
 
 def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any:

@@ -11,10 +11,16 @@ any quantity proportional to them when ``i0`` is 1).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+
+from monai_gnerf.config import Range
 
 __all__ = [
     "MU_WATER_PER_MM",
+    "PhotonsPerPixel",
+    "WaterAttenuationPerMm",
     "hu_to_attenuation",
     "attenuation_to_hu",
     "line_integral_to_intensity",
@@ -24,6 +30,13 @@ __all__ = [
 
 MU_WATER_PER_MM = 0.02
 """Linear attenuation of water (1/mm) at a typical diagnostic effective energy (~60-70 keV)."""
+
+WaterAttenuationPerMm = Annotated[float, Range(ge=0.001, le=1.0)]
+"""An attenuation of water in 1/mm: 0.001 to 1 spans photon energies from about 10 MeV down to 10 keV."""
+
+PhotonsPerPixel = Annotated[float, Range(ge=100.0, le=1e9)]
+"""Unattenuated photons per detector pixel of the noise model: at least 100 (fewer drown in the
+10-photon electronic noise), at most 1e9 (effectively noise-free; far more overflows float32 counts)."""
 
 
 def hu_to_attenuation(hu: torch.Tensor, mu_water_per_mm: float = MU_WATER_PER_MM) -> torch.Tensor:

@@ -36,8 +36,8 @@ def test_every_config_round_trips_through_json_data(cls):
     ("cls", "field", "value", "message"),
     [
         (DRRConfig, "step_mm", 0.0, r"step_mm must be a number > 0 or null, got 0.0"),
-        (DRRConfig, "noise_i0", -1, r"noise_i0 must be a number > 0 or null, got -1"),
-        (DRRConfig, "mu_water_per_mm", float("nan"), r"mu_water_per_mm must be a number > 0, got nan"),
+        (DRRConfig, "noise_i0", -1, r"noise_i0 must be a number >= 100 and <= 1e\+09 or null, got -1"),
+        (DRRConfig, "mu_water_per_mm", float("nan"), r"mu_water_per_mm must be a number >= 0.001 and <= 1, got nan"),
         (ReconstructionConfig, "final_lr_fraction", 2.0, r"final_lr_fraction must be a number > 0 and <= 1, got 2.0"),
         (ReconstructionConfig, "tv_weight", -1.0, r"tv_weight must be a number >= 0 or null, got -1.0"),
         (ReconstructionConfig, "samples_per_ray", 0, r"samples_per_ray must be an integer >= 1, got 0"),

@@ -29,7 +29,7 @@ from monai_gnerf.io import (
     save_projections,
 )
 from monai_gnerf.resources import check_memory
-from monai_gnerf.physics import MU_WATER_PER_MM, add_detector_noise
+from monai_gnerf.physics import MU_WATER_PER_MM, PhotonsPerPixel, WaterAttenuationPerMm, add_detector_noise
 from monai_gnerf.render import RenderMethod
 from monai_gnerf.transforms import GenerateDRR, HUToAttenuation
 
@@ -46,9 +46,10 @@ class DRRConfig(Config):
         geometry: preset name (see `monai-gnerf presets`), a geometry JSON file, or a geometry.
         views: if set, replace the geometry's angles by this many views evenly over 360 degrees.
         method: 'joseph' (fast), 'trilinear' (ray marching, see step_mm) or 'siddon' (exact voxel lengths).
-        step_mm: ray-marching step in mm for 'trilinear' (default: half the smallest voxel spacing).
-        mu_water_per_mm: attenuation of water in 1/mm used for HU -> attenuation.
-        noise_i0: if set, add Poisson noise with this many photons per pixel plus electronic noise.
+        step_mm: ray-marching step in mm for 'trilinear', 0.01 to 1 times the smallest voxel spacing (default: half of it).
+        mu_water_per_mm: attenuation of water in 1/mm used for HU -> attenuation (0.001 to 1: photon
+            energies from about 10 MeV down to 10 keV).
+        noise_i0: if set, add Poisson noise with this many photons per pixel (100 to 1e9) plus electronic noise.
         seed: random seed for the noise.
     """
 
@@ -56,8 +57,8 @@ class DRRConfig(Config):
     views: PositiveInt | None = None
     method: RenderMethod = "joseph"
     step_mm: PositiveFloat | None = None
-    mu_water_per_mm: PositiveFloat = MU_WATER_PER_MM
-    noise_i0: PositiveFloat | None = None
+    mu_water_per_mm: WaterAttenuationPerMm = MU_WATER_PER_MM
+    noise_i0: PhotonsPerPixel | None = None
     seed: int = 0
 
 

@@ -184,8 +184,8 @@ def _check_grid(
     """Refuse a reconstruction grid that the X-ray source enters in some view, or that would not fit
     in memory: first the grid as fine as ``fit`` and the detector say, then also as long as the
     projections say (without them, as long as the geometry may need; the end-face margins are
-    worked out only for a grid that fits). A geometry without an isocenter is centred on the grid,
-    as DRRs of it will be."""
+    worked out only for a grid that fits), then the ray batch of one iteration. A geometry without
+    an isocenter is centred on the grid, as DRRs of it will be."""
     if geometry.isocenter_mm is None:
         geometry = geometry.resolved(volume_center_mm(affine, shape).tolist())
     check_source_outside(geometry, shape, affine)
@@ -196,6 +196,7 @@ def _check_grid(
             details.append(f"extended by {grid.margin[0]} + {grid.margin[1]} voxels past its end faces")
         described = "".join(f", {d}" for d in details) + ("," if details else "")
         check_memory(FIELD_BYTES_PER_VOXEL * math.prod(grid.shape), f"a {'x'.join(map(str, shape))} reconstruction grid{described}")
+    check_memory(fit.batch_bytes, f"a batch of {fit.batch} rays of {fit.samples_per_ray} samples ({fit.method})")
 
 
 def _demo_fit() -> ReconstructionConfig:

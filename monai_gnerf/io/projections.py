@@ -13,7 +13,6 @@ The NIfTI stack is the exact data; PNGs are for viewing and for tools that expec
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,11 +23,12 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from monai_gnerf.config import parse_json
+from monai_gnerf.config import PositiveFloat, coerce, parse_json
 from monai_gnerf.errors import GnerfInputError, first_line
 from monai_gnerf.geometry import ProjectionGeometry, projection_affine
 from monai_gnerf.io.atomic import atomic_output_dir
 from monai_gnerf.io.readers import load_image
+from monai_gnerf.physics import WaterAttenuationPerMm
 
 __all__ = [
     "PROJECTION_FOLDER_CONTENTS", "check_png", "load_projections", "png_full_scale", "projection_folder_bytes", "read_png16",
@@ -143,25 +143,17 @@ def projection_folder_bytes(num_views: int, detector_shape: Sequence[int]) -> in
 
 
 def read_projection_meta(path: Path) -> dict[str, Any]:
-    """``projections.json`` as a dict (empty when absent); a broken file is one error line."""
+    """``projections.json`` as a dict (empty when absent); a broken file, or a field the library uses
+    (``mu_water_per_mm``, ``png_full_scale``, the source grid) out of range, is one error line."""
     if not path.is_file():
         return {}
     meta = parse_json(path.read_bytes(), str(path))
     if not isinstance(meta, dict):
         raise GnerfInputError(f"{path} must hold a JSON object, got {type(meta).__name__}.")
-    _meta_number(meta, "mu_water_per_mm", path)
+    coerce(meta.get("mu_water_per_mm"), WaterAttenuationPerMm | None, f"{path}: mu_water_per_mm")
+    coerce(meta.get("png_full_scale", 1.0), PositiveFloat, f"{path}: png_full_scale")
     _check_volume_grid(meta, path)
     return meta
-
-
-def _meta_number(meta: dict[str, Any], key: str, path: Path, default: float | None = None) -> float | None:
-    """A positive finite number of ``projections.json`` (``path``), ``default`` when it is absent."""
-    value = meta.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise GnerfInputError(f"{path}: {key} must be a positive number, got {value!r}.")
-    return float(value)
 
 
 def _check_volume_grid(meta: dict[str, Any], path: Path) -> None:
@@ -181,9 +173,10 @@ def _check_volume_grid(meta: dict[str, Any], path: Path) -> None:
         raise GnerfInputError(f"{path}: volume_affine must be an invertible 4x4 matrix of numbers (voxel index -> mm).")
 
 
-def png_full_scale(meta: dict[str, Any], folder: Path) -> float:
-    """The line integral of a white PNG pixel recorded in a folder's ``projections.json`` (default 1)."""
-    return _meta_number(meta, "png_full_scale", folder / "projections.json", 1.0)  # type: ignore[return-value]
+def png_full_scale(meta: dict[str, Any]) -> float:
+    """The line integral of a white PNG pixel recorded in ``projections.json`` as
+    :func:`read_projection_meta` read and checked it (default 1)."""
+    return float(meta.get("png_full_scale", 1.0))
 
 
 def _view_order(path: Path) -> list[Any]:
@@ -216,7 +209,7 @@ def load_projections(folder: str | Path) -> tuple[MetaTensor, ProjectionGeometry
         pngs = sorted((folder / "png").glob("*.png"), key=_view_order) or sorted(folder.glob("*.png"), key=_view_order)
         if not pngs:
             raise GnerfInputError(f"{folder} holds neither projections.nii.gz nor PNG views.")
-        views = [read_png16(p, png_full_scale(meta, folder)) for p in pngs]
+        views = [read_png16(p, png_full_scale(meta)) for p in pngs]
         for path, view in zip(pngs, views):
             if view.shape != expected[1:]:
                 raise GnerfInputError(f"{path} has {view.shape} pixels but geometry.json says {expected[1:]}.")

@@ -235,7 +235,7 @@ def _projection_folder_xray(path: Path) -> XRayImage | None:
     if path.parent.name != "png" or not meta_path.is_file() or not (folder / "geometry.json").is_file():
         return None
     geometry = load_geometry(folder / "geometry.json")
-    values = read_png16(path, png_full_scale(read_projection_meta(meta_path), folder))
+    values = read_png16(path, png_full_scale(read_projection_meta(meta_path)))
     return XRayImage(
         torch.from_numpy(values), True, geometry.pixel_spacing_mm, geometry.source_to_detector_mm,
         geometry.source_to_isocenter_mm, str(path),

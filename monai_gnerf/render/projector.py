@@ -41,6 +41,7 @@ __all__ = ["RenderMethod", "VolumeProjector", "render_drr"]
 
 RenderMethod = Literal["joseph", "trilinear", "siddon"]
 _DEFAULT_CHUNK = 1 << 23  # ~8M samples, ~100-300 MB of temporaries
+_MIN_STEP_FRACTION = 0.01  # shortest ray-marching step allowed, as a fraction of the finest voxel spacing
 _JOSEPH_SLAB = 32  # slices per grid_sample call in Joseph's method (cache-sized; 32 measured faster than 16 or 64)
 
 
@@ -178,8 +179,12 @@ class VolumeProjector:
             accepted); a ``MetaTensor`` supplies its own affine.
         affine: voxel index -> world mm (4x4); required for plain tensors.
         method: ``"joseph"``, ``"trilinear"`` or ``"siddon"`` (see the module docstring).
-        step_mm: ray-marching step for ``"trilinear"``; default half the smallest voxel spacing.
+        step_mm: ray-marching step for ``"trilinear"``, 0.01 to 1 times the smallest voxel spacing;
+            default half of it.
         max_samples_per_chunk: memory bound, in samples per chunk.
+
+    Raises:
+        VolumeError: not a 3D volume, no affine, or a step outside that range.
     """
 
     def __init__(
@@ -202,10 +207,13 @@ class VolumeProjector:
         _check_volume(self.volume)
         self.affine = torch.as_tensor(affine, dtype=torch.float64).cpu()
         self.method = method
-        spacing = torch.linalg.vector_norm(self.affine[:3, :3], dim=0)
-        self.step_mm = 0.5 * float(spacing.min()) if step_mm is None else float(step_mm)
-        if not self.step_mm > 0:
-            raise ValueError(f"step_mm must be positive, got {step_mm}.")
+        finest_mm = float(torch.linalg.vector_norm(self.affine[:3, :3], dim=0).min())
+        self.step_mm = 0.5 * finest_mm if step_mm is None else float(step_mm)
+        if not _MIN_STEP_FRACTION * finest_mm <= self.step_mm <= finest_mm:
+            raise VolumeError(
+                f"step_mm {step_mm:g} must be between {_MIN_STEP_FRACTION:g} and 1 times the finest voxel "
+                f"spacing ({finest_mm:g} mm): a longer step skips voxels, a shorter one only costs time."
+            )
         self.max_samples_per_chunk = int(max_samples_per_chunk)
         self._slices: dict[int, torch.Tensor] = {}
 

@@ -91,8 +91,15 @@ def _options(inputs: Path, out: Path) -> dict[str, tuple[list[str], str]]:
                                            "--views", "10000000000"], r"10000000000 views of .* do not fit a projection stack"),  # fmt: skip
         "method raytrace": (drr + ["--method", "raytrace"], r"method must be 'joseph', 'trilinear' or 'siddon'"),
         "step_mm 0": (drr + ["--method", "trilinear", "--step_mm", "0"], r"step_mm must be a number > 0"),
-        "noise_i0 -1": (drr + ["--noise_i0", "-1"], r"noise_i0 must be a number > 0"),
-        "negative water": (drr + ["--mu_water_per_mm", "-0.02"], r"mu_water_per_mm must be a number > 0"),
+        "noise_i0 -1": (drr + ["--noise_i0", "-1"], r"noise_i0 must be a number >= 100"),
+        "negative water": (drr + ["--mu_water_per_mm", "-0.02"], r"mu_water_per_mm must be a number >= 0.001 and <= 1"),
+        "water of 1e30 per mm": (drr + ["--mu_water_per_mm", "1e30"], r"mu_water_per_mm must be a number >= 0.001 and <= 1"),
+        "one photon": (drr + ["--noise_i0", "1"], r"noise_i0 must be a number >= 100 and <= 1e\+09"),
+        "1e300 photons": (drr + ["--noise_i0", "1e300"], r"noise_i0 must be a number >= 100 and <= 1e\+09"),
+        "step of 1e9 mm": (drr + ["--method", "trilinear", "--step_mm", "1e9"],
+                           r"step_mm 1e\+09 must be between 0.01 and 1 times the finest voxel spacing"),
+        "step of 1 nm": (drr + ["--method", "trilinear", "--step_mm", "1e-6"],
+                         r"step_mm 1e-06 must be between 0.01 and 1 times the finest voxel spacing"),
         "unknown option": (drr + ["--misspeled", "3"], r"unknown option --misspeled"),
         "ambiguous -t": (rec + ["-t", "0.1"], r"-t could be --tensorboard_dir or --tv_weight; write the option in full"),
         "short option of nothing": (rec + ["-x", "1"], r"-x names no option of this command"),
@@ -111,6 +118,10 @@ def _options(inputs: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "terabyte demo grid": (["demo", "--out", str(out / "dm"), "--views", "2", "--spacing_mm", "0.0001"],
                                r"reconstruction grid needs about .* of memory"),  # fmt: skip
         "unknown method": (rec + ["--method", "sart"], r"method must be 'grid', 'naf', 'nerf' or 'fdk'"),
+        "terabyte ray batch": (rec + ["--rays_per_batch", "1000000000000"],
+                               r"a batch of 1000000000000 rays of 96 samples \(grid\) needs about .* of memory"),
+        "terabyte nerf samples": (rec + ["--method", "nerf", "--samples_per_ray", "100000000"],
+                                  r"a batch of 1024 rays of 100000000 samples \(nerf\) needs about"),
         "unknown render_mode": (["train-prior", "--out", str(out / "p"), "--render_mode", "x"], r"render_mode must be"),
         "zero subjects": (["train-prior", "--out", str(out / "p"), "--subjects", "0"], r"subjects must be an integer >= 1"),
         "volume_size 0": (["single-view", str(inputs / "proj/png/view_000.png"), "--out", str(out / "s"),
@@ -197,13 +208,11 @@ def _write_corrupt(kind: str, inputs: Path, work: Path) -> tuple[list[str], str]
         write_ct_series(work / "series", np.zeros((6, 8, 8)), spacing_mm=(1.0, 1.0, 2.0),
                         extra_tags={"ImageOrientationPatient": [1, 0, 0, 0, np.cos(tilt), np.sin(tilt)]})  # fmt: skip
         return ["drr", str(work / "series"), *out], r"has a gantry tilt of 20.0 deg"
-    if kind in ("text mu_water_per_mm", "singular volume_affine"):
+    if kind in _BROKEN_PROJECTION_META:
         folder = _copy_projections(inputs, work, "p")
         meta = json.loads((folder / "projections.json").read_text())
-        meta.update({"mu_water_per_mm": "abc"} if kind == "text mu_water_per_mm" else {"volume_affine": [[0.0] * 4] * 4})
-        (folder / "projections.json").write_text(json.dumps(meta))
-        pattern = r"mu_water_per_mm must be a positive number, got 'abc'" if kind == "text mu_water_per_mm" else (
-            r"volume_affine must be an invertible 4x4 matrix")  # fmt: skip
+        edit, pattern = _BROKEN_PROJECTION_META[kind]
+        (folder / "projections.json").write_text(json.dumps({**meta, **edit}))
         return ["reconstruct", str(folder), "--out", str(work / "r.nii.gz"), *FIT], pattern
     if kind in ("generator extra not a mapping", "NaN latent covariance"):
         generator, geometry, extra = load_generator(example_prior_path())
@@ -307,6 +316,13 @@ _BROKEN_GEOMETRY_FILES = {
                                  r"tilt_deg must hold finite tilts"),
 }  # fmt: skip
 
+_BROKEN_PROJECTION_META = {  # projections.json edits -> the line reconstruct refuses them with
+    "text mu_water_per_mm": ({"mu_water_per_mm": "abc"}, r"mu_water_per_mm must be a number >= 0.001 and <= 1 .*got 'abc'"),
+    "mu_water_per_mm of 1e30": ({"mu_water_per_mm": 1e30}, r"mu_water_per_mm must be a number >= 0.001 and <= 1"),
+    "png_full_scale 0": ({"png_full_scale": 0}, r"png_full_scale must be a number > 0, got 0"),
+    "singular volume_affine": ({"volume_affine": [[0.0] * 4] * 4}, r"volume_affine must be an invertible 4x4 matrix"),
+}
+
 _BROKEN_GENERATOR_EXTRAS = {
     "generator of silhouette width 0": ("silhouette_width_fraction", 0.0),
     "generator of NaN silhouette width": ("silhouette_width_fraction", float("nan")),
@@ -322,7 +338,7 @@ CORRUPT_CASES = [
     "corrupt PNG", "1x1 PNG", "constant PNG", "DX with RescaleSlope 0", "CT with zero spacing", "complex CT", "CT of 1e30 HU",
     "truncated CT", "DICOM series with a missing slice", "DICOM series with a gantry tilt", "source inside the volume", "projections whose source lies inside the grid",
     "projections whose geometry has no isocenter", "a learning rate that diverges", "volume outside the beam", "projections of 6 TB",
-    "text mu_water_per_mm", "singular volume_affine", "generator extra not a mapping",
+    *_BROKEN_PROJECTION_META, "generator extra not a mapping",
     "NaN latent covariance", "mask that is a text file", "DICOM series with zero PixelSpacing",
     "DICOM series without PixelSpacing", "DICOM series of two slice sizes",
     "MedNeRF folder with an unreadable view",
