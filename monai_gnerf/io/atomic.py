@@ -1,9 +1,9 @@
 """Writing outputs safely: destinations are checked before work starts, writes are atomic.
 
 * :func:`check_output`: called by every job on its destinations before any work starts: the
-  parent must be a writable folder, a file must not be a folder (and the reverse), an existing
-  output is replaced only with ``overwrite`` (the CLI's ``--overwrite``), and the disk must have
-  room for the estimated size.
+  nearest existing folder above it must be writable (missing folders below it are made), a file
+  must not be a folder (and the reverse), an existing output is replaced only with ``overwrite``
+  (the CLI's ``--overwrite``), and the disk must have room for the estimated size.
 * :func:`atomic_output_file` / :func:`atomic_output_dir`: write into a temporary sibling, rename
   on success; a failed or interrupted write (including a full disk or a folder made read-only
   mid-run, reported as one :class:`~monai_gnerf.errors.GnerfInputError` line) leaves nothing
