@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     process may use (affinity mask and cgroup quota, :func:`monai_gnerf.resources.available_cpus`).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("nibabel.global").propagate = False  # nibabel prints its header repairs itself: once
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         threads, args = _pop_threads(args)

@@ -281,6 +281,18 @@ def _small_projection_folder(folder):
     return folder
 
 
+def test_a_nifti_header_repair_is_reported_once(tmp_path):
+    image = nib.Nifti1Image(np.full((16, 16, 16), -1000, np.int16), np.diag([8.0, 8.0, 8.0, 1.0]))
+    image.header["pixdim"][0] = 0  # qfac 0: nibabel repairs it to 1 and says so
+    nib.save(image, tmp_path / "ct.nii.gz")
+    done = subprocess.run(
+        [sys.executable, "-m", "monai_gnerf.apps.cli", "--threads", "1", "drr", str(tmp_path / "ct.nii.gz"),
+         "--out", str(tmp_path / "d"), "--views", "2"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("pixdim[0] (qfac) should be 1") == 1
+
+
 def test_a_malformed_projection_folder_is_one_line_without_monai_noise(tmp_path):
     stack_2d = _small_projection_folder(tmp_path / "p2d")
     nib.save(nib.Nifti1Image(np.zeros((16, 16), np.float32), np.eye(4)), stack_2d / "projections.nii.gz")
