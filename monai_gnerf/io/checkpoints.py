@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def load_checkpoint_file(path: str | Path, device: torch.device | str = "cpu", w
     if not Path(path).is_file():
         raise GnerfInputError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol note would come before the error line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # pickle, zip and unpickling-policy errors all mean "not our checkpoint"
         # a file that is not a zip archive either (legacy torch.save files load above) is not a torch
         # file at all; torch.load's words for that are obscure ("KeyError: '101'")
