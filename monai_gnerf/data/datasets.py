@@ -70,6 +70,10 @@ class _ViewDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} views.")
         return divmod(index, len(self.angles_deg))
 
+    def prepare_subject(self, subject_index: int) -> None:
+        """Make and keep one subject's views now, not when a batch first reaches them (nothing
+        to do for views read from files per item)."""
+
 
 class PhantomViewDataset(_ViewDataset):
     """Projections of a population: exact for the procedural phantoms, Joseph DRRs for varied CTs.
@@ -109,6 +113,9 @@ class PhantomViewDataset(_ViewDataset):
         if subject_index not in self._views:
             self._views[subject_index] = self.subject(subject_index).line_integrals(*self._rays).float()
         return self._views[subject_index]
+
+    def prepare_subject(self, subject_index: int) -> None:
+        self.views(subject_index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         subject, view = self._split(index)
@@ -202,6 +209,9 @@ class CTViewDataset(_ViewDataset):
             with torch.no_grad(), input_errors_surface():  # Compose wraps an unreadable CT's error
                 self._subjects[subject] = self.transform({"image": str(self.paths[subject])})
         return self._subjects[subject]
+
+    def prepare_subject(self, subject_index: int) -> None:
+        self._subject(subject_index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         subject, view = self._split(index)

@@ -33,7 +33,8 @@ Components (each built by :func:`train_prior` and, from the same config dataclas
 MONAI bundle's ``train.json``):
 
 * :class:`PriorStart`: the subject codes, the cached training volumes and the PCA start;
-* :func:`prior_data_loader`, :func:`generator_optimizer`, :func:`discriminator_optimizer`;
+* :func:`prepare_training_views` (the views made before the budget starts), :func:`prior_data_loader`,
+  :func:`generator_optimizer`, :func:`discriminator_optimizer`;
 * :class:`PriorTrainer`: a ``monai.engines.Trainer`` whose iteration is the step above (the
   discriminator through the workflow's inferer), with Ignite's ``EMAHandler`` for the EMA;
 * handlers: :func:`prior_run_state` (the run's identity), :class:`PriorSamples` (sample renders
@@ -51,7 +52,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable, TypeVar
 
 import ignite.distributed as idist
 import numpy as np
@@ -83,6 +84,7 @@ from monai_gnerf.io import atomic_output_file, fingerprint
 from monai_gnerf.data.phantoms import centered_grid
 from monai_gnerf.networks import GeneratorConfig, PatchDiscriminator, PCAVolumeModel, RadianceFieldGenerator
 from monai_gnerf.physics import MU_WATER_PER_MM
+from monai_gnerf.progress import progress_bar
 from monai_gnerf.render import PatchRaySampler, sample_image_patches, sample_volume_at
 
 __all__ = [
@@ -92,6 +94,7 @@ __all__ = [
     "PriorStart",
     "PriorTrainer",
     "PriorSamples",
+    "prepare_training_views",
     "prior_data_loader",
     "generator_optimizer",
     "discriminator_optimizer",
@@ -106,6 +109,7 @@ __all__ = [
 
 CHECKPOINT_PREFIX = "prior"
 _LOGGER = "monai_gnerf.engines.prior"
+T = TypeVar("T")
 
 
 @dataclass
@@ -281,12 +285,31 @@ def _sample_grid(generator: RadianceFieldGenerator, geometry: ProjectionGeometry
     return grid
 
 
-def _training_volumes(dataset: Dataset, size: int, extent_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _for_each_subject(dataset: Dataset, what: str, progress: bool, job: Callable[[int], T]) -> list[T]:
+    """``job(i)`` for every subject of the dataset: the first before a progress bar named ``what``
+    is drawn (so a broken first input is one error line), the others behind it."""
+    results = [job(0)]
+    with progress_bar(total=dataset.num_subjects, initial=1, desc=what, unit="subject", disable=not progress) as bar:
+        for i in range(1, dataset.num_subjects):
+            results.append(job(i))
+            bar.update()
+    return results
+
+
+def prepare_training_views(dataset: Dataset, progress: bool = False) -> None:
+    """Make every subject's views before training (datasets with ``prepare_subject``), so a
+    training budget is spent training rather than on the views the first batches reach."""
+    if hasattr(dataset, "prepare_subject"):
+        _for_each_subject(dataset, "training views", progress, dataset.prepare_subject)
+
+
+def _training_volumes(dataset: Dataset, size: int, extent_mm: float, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Every training subject's attenuation (1/mm) at the voxel centres of a ``size^3`` grid over
     the scene cube, ``(N, size, size, size)`` indexed ``[x, y, z]``, and the grid's affine."""
     points, affine = centered_grid((size,) * 3, (2.0 * extent_mm / size,) * 3)
     points = points.float()
-    return torch.stack([dataset.attenuation_at(i, points) for i in range(dataset.num_subjects)]), affine
+    volumes = _for_each_subject(dataset, "training volumes", progress, lambda i: dataset.attenuation_at(i, points))
+    return torch.stack(volumes), affine
 
 
 class PriorStart:
@@ -302,6 +325,7 @@ class PriorStart:
         dataset: the training views (``num_subjects``; ``attenuation_at`` where volumes are needed).
         config: the training options (``config.generator`` must be ``generator.config``).
         device: device of the codes and volumes.
+        progress: show a progress bar while the training volumes are made.
 
     Attributes:
         generator: the generator.
@@ -315,8 +339,9 @@ class PriorStart:
     """
 
     def __init__(
-        self, generator: RadianceFieldGenerator, dataset: Dataset, config: PriorConfig, device: torch.device | str = "cpu"
-    ) -> None:
+        self, generator: RadianceFieldGenerator, dataset: Dataset, config: PriorConfig,
+        device: torch.device | str = "cpu", progress: bool = False,
+    ) -> None:  # fmt: skip
         if generator.config != config.generator:
             raise GnerfInputError("the generator's sizes differ from the prior config's generator options.")
         if config.needs_volumes and not hasattr(dataset, "attenuation_at"):
@@ -335,7 +360,7 @@ class PriorStart:
         self.volumes = self.volume_affine = None
         if config.needs_volumes:
             size = g.grid_size if g.architecture == "grid" else config.volume_grid_size
-            volumes, self.volume_affine = _training_volumes(dataset, size, g.extent_mm)
+            volumes, self.volume_affine = _training_volumes(dataset, size, g.extent_mm, progress)
             if config.starts_from_pca:
                 self._initialize_from_pca(volumes, self.volume_affine)
             self.volumes = volumes.to(device)
@@ -663,8 +688,10 @@ def train_prior(
     device = torch.device(device)
     geo = orbit_geometry(geometry)
     loader = prior_data_loader(dataset, config)
+    shows_progress = progress and idist.get_rank() == 0
+    prepare_training_views(dataset, shows_progress)
     torch.manual_seed(config.seed)
-    start = PriorStart(RadianceFieldGenerator(config.generator).to(device), dataset, config, device)
+    start = PriorStart(RadianceFieldGenerator(config.generator).to(device), dataset, config, device, shows_progress)
     discriminator = PatchDiscriminator(1, config.discriminator_channels, config.discriminator_scales).to(device)
     optimizer_g = generator_optimizer(start.generator, start.codes, config)
     optimizer_d = discriminator_optimizer(discriminator, config)

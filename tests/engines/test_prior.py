@@ -10,7 +10,7 @@ import torch
 from gnerf_testing import TINY_GENERATOR, tiny_config
 
 from monai_gnerf.data import PhantomPopulation, PhantomViewDataset
-from monai_gnerf.engines import latest_checkpoint, prior_validation_set, train_prior
+from monai_gnerf.engines import latest_checkpoint, prepare_training_views, prior_validation_set, train_prior
 from monai_gnerf.engines.prior import CHECKPOINT_PREFIX
 from monai_gnerf.errors import GnerfInputError
 from monai_gnerf.networks.generator import RadianceFieldGenerator
@@ -113,3 +113,11 @@ def test_a_pca_start_of_one_subject_is_refused_in_one_sentence(one_subject):
     config = dataclasses.replace(tiny_config(2), generator=TINY_GRID_GENERATOR, volume_weight=1.0)
     with pytest.raises(GnerfInputError, match="pca_init needs at least 2 training subjects, the data has 1; .*'varied:<CT>'"):
         train_prior(dataset, geometry, config, progress=False)
+
+
+def test_training_views_are_made_ahead_of_the_batches(one_subject):
+    geometry, _ = one_subject
+    dataset = PhantomViewDataset(PhantomPopulation("chest"), geometry, [0, 3])
+    prepare_training_views(dataset)
+    dataset.population = None  # nothing more can be made: every item must come from what was prepared
+    assert all(dataset[i]["image"].abs().sum() > 0 for i in range(len(dataset)))
