@@ -14,7 +14,8 @@ the subject, ``index`` is its position ``0 .. num_subjects-1`` in the dataset), 
 ``angles_deg`` lists the view angles a dataset draws from, so a generator can sample poses from
 the same distribution. Datasets that know their subjects' volumes (phantoms, CTs) also answer
 ``attenuation_at(index, points_mm)``: the attenuation (1/mm) at points given relative to the
-isocenter, which a prior's optional 3D term compares with its own field.
+isocenter, which a prior's optional 3D term compares with its own field. Datasets that make
+their views (phantoms, CTs) answer ``prepare_subject(index)``, which makes them ahead of training.
 """
 
 from __future__ import annotations
@@ -70,10 +71,6 @@ class _ViewDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} views.")
         return divmod(index, len(self.angles_deg))
 
-    def prepare_subject(self, subject_index: int) -> None:
-        """Make and keep one subject's views now, not when a batch first reaches them (nothing
-        to do for views read from files per item)."""
-
 
 class PhantomViewDataset(_ViewDataset):
     """Projections of a population: exact for the procedural phantoms, Joseph DRRs for varied CTs.
@@ -115,6 +112,7 @@ class PhantomViewDataset(_ViewDataset):
         return self._views[subject_index]
 
     def prepare_subject(self, subject_index: int) -> None:
+        """Make and keep one subject's views now, not when a batch first reaches them."""
         self.views(subject_index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -211,6 +209,7 @@ class CTViewDataset(_ViewDataset):
         return self._subjects[subject]
 
     def prepare_subject(self, subject_index: int) -> None:
+        """Load one CT and make its DRRs now, not when a batch first reaches them."""
         self._subject(subject_index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
