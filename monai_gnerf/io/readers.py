@@ -76,6 +76,7 @@ def load_image(path: str | Path, reader: str, what: str, error: type[GnerfInputE
     if reader == "NibabelReader":
         _check_nifti_header(path, what, error)
     try:
-        return _load_image_transform()(str(path), reader=_READERS[reader]())
+        with np.errstate(over="ignore", invalid="ignore"):  # values too large for float32 become inf: refused by name later
+            return _load_image_transform()(str(path), reader=_READERS[reader]())
     except Exception as err:  # noqa: BLE001 - readers raise many types; the user needs the file and the reason
         raise error(f"could not read {what} {path}: {first_line(err)}") from None

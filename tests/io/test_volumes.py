@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -78,6 +80,13 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
     nan[1, 1, 1] = np.nan
     with pytest.raises(VolumeError, match="NaN"):
         load_ct(save_nifti(tmp_path / "nan.nii.gz", nan))
+    overflowing = nib.Nifti1Image(np.full((4, 4, 4), 1000, np.int16), np.eye(4))
+    overflowing.header.set_slope_inter(1e38, 0)  # 1000 x 1e38 does not fit float32
+    nib.save(overflowing, tmp_path / "slope.nii.gz")
+    with warnings.catch_warnings(record=True) as noted, pytest.raises(VolumeError, match="NaN or infinite"):
+        warnings.simplefilter("always")
+        load_ct(tmp_path / "slope.nii.gz")
+    assert not [w for w in noted if "overflow" in str(w.message)]  # the refusal is the only line
     with pytest.raises(VolumeError, match="absurd voxel spacing"):
         load_ct(save_nifti(tmp_path / "huge.nii.gz", np.zeros((4, 4, 4), np.float32), np.diag([1000.0, 1, 1, 1])))
     with pytest.raises(VolumeError, match="unsupported CT file type"):
