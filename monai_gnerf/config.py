@@ -130,7 +130,7 @@ class Config:
         hints = _hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            checked = _coerce(value, hints[f.name], f.name, self.config_error)
+            checked = coerce(value, hints[f.name], f.name, self.config_error)
             if checked is not value:
                 object.__setattr__(self, f.name, checked)  # frozen configs too
 
@@ -169,7 +169,7 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], error: type[GnerfInp
     if missing:
         raise error(f"incomplete {_kind(cls)}: it lacks the required field(s) {missing}.")
     hints = _hints(cls)
-    values = {name: _coerce(value, hints[name], name, error) for name, value in data.items()}
+    values = {name: coerce(value, hints[name], name, error) for name, value in data.items()}
     try:
         return cls(**values)
     except TypeError as err:
@@ -271,10 +271,11 @@ def path_text(name: str, value: Any) -> Any:
 
 
 def coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError] = GnerfInputError) -> Any:
-    """``value`` as type ``tp`` (e.g. ``PositiveFloat | None``), checked as a config field is.
+    """``value`` as type ``tp`` (e.g. ``PositiveFloat | None``; lossless conversions only) inside its
+    ranges, checked as a config field is.
 
     Args:
-        value: the value (from JSON or a file's metadata).
+        value: the value (a config field's, or from JSON or a file's metadata).
         tp: its type, with any :class:`Range` attached by ``Annotated``.
         name: what the error line calls it.
         error: the exception class raised.
@@ -282,15 +283,10 @@ def coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError] = GnerfI
     Raises:
         error: one line naming ``name``, the value and what is allowed.
     """
-    return _coerce(value, tp, name, error)
-
-
-def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any:
-    """``value`` as type ``tp`` (lossless conversions only) inside its ranges, or ``error`` naming the field."""
     inner, ranges = _ranges(tp)
     if ranges:
         try:
-            checked = _coerce(value, inner, name, error)
+            checked = coerce(value, inner, name, error)
         except GnerfInputError:
             raise error(f"{name} must be {_describe(tp)}, got {value!r}.") from None
         if all(r.contains(checked) for r in ranges):
@@ -302,7 +298,7 @@ def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any
             return None
         for option in (a for a in args if a is not type(None)):
             try:
-                return _coerce(value, option, name, error)
+                return coerce(value, option, name, error)
             except GnerfInputError:
                 continue
     elif origin is Literal:
@@ -311,7 +307,7 @@ def _coerce(value: Any, tp: Any, name: str, error: type[GnerfInputError]) -> Any
     elif origin is tuple:
         items = (args[:1] * len(value) if args[-1] is Ellipsis else args) if isinstance(value, (list, tuple)) else None
         if items is not None and len(items) == len(value):
-            return tuple(_coerce(v, t, name, error) for v, t in zip(value, items))
+            return tuple(coerce(v, t, name, error) for v, t in zip(value, items))
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value

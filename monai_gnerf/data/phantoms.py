@@ -71,9 +71,8 @@ class EllipsoidPhantom:
         """Attenuation (1/mm) at world points ``(..., 3)``."""
         points = points_mm.reshape(-1, 3)
         total = torch.zeros(points.shape[0], dtype=points.dtype, device=points.device)
-        for e, near in _near_each(self.ellipsoids, points):
-            centre = torch.tensor(e.center_mm, dtype=points.dtype, device=points.device)
-            r2 = (e._to_unit_frame(points[near] - centre) ** 2).sum(-1)
+        for e, centre, near in _near_each(self.ellipsoids, points):
+            r2 = (e._to_unit_frame(points[near] - centre.to(points.dtype)) ** 2).sum(-1)
             total.index_add_(0, near, e.value * torch.clamp(1.0 - r2, min=0.0) ** self.profile * (r2 < 1.0))
         return total.view(points_mm.shape[:-1])
 
@@ -86,9 +85,8 @@ class EllipsoidPhantom:
         beta = math.sqrt(math.pi) * math.gamma(p + 1) / math.gamma(p + 1.5)
         o_all, d_all = origins_mm.reshape(-1, 3), directions.reshape(-1, 3)
         total = torch.zeros(o_all.shape[0], dtype=o_all.dtype, device=o_all.device)
-        for e, near in _near_each(self.ellipsoids, o_all, d_all):
-            centre = torch.tensor(e.center_mm, dtype=o_all.dtype, device=o_all.device)
-            o = e._to_unit_frame(o_all[near] - centre)
+        for e, centre, near in _near_each(self.ellipsoids, o_all, d_all):
+            o = e._to_unit_frame(o_all[near] - centre.to(o_all.dtype))
             d = e._to_unit_frame(d_all[near])
             a = (d * d).sum(-1)
             b = (o * d).sum(-1)
@@ -120,9 +118,9 @@ class EllipsoidPhantom:
 
 def _near_each(
     ellipsoids: Sequence[Ellipsoid], points_mm: torch.Tensor, directions: torch.Tensor | None = None
-) -> Iterator[tuple[Ellipsoid, torch.Tensor]]:
-    """Each ellipsoid with the indices of the points ``(N, 3)`` inside its bounding sphere or, given
-    unit ``directions``, of the rays ``points + t directions`` through it.
+) -> Iterator[tuple[Ellipsoid, torch.Tensor, torch.Tensor]]:
+    """Each ellipsoid with its centre (float64) and the indices of the points ``(N, 3)`` inside its
+    bounding sphere or, given unit ``directions``, of the rays ``points + t directions`` through it.
 
     The squared distance of a centre ``c`` from a point is ``|p|^2 - 2 p.c + |c|^2``, and from a ray
     that minus ``((p - c).d)^2``: the terms without ``c`` are computed once for all ellipsoids, in
@@ -137,7 +135,7 @@ def _near_each(
         squared = base - 2.0 * (p @ c) + c @ c
         if d is not None:
             squared = squared - (along - d @ c) ** 2
-        yield e, (squared < (e.bounding_radius_mm * (1.0 + 1e-6)) ** 2).nonzero().squeeze(-1)
+        yield e, c, (squared < (e.bounding_radius_mm * (1.0 + 1e-6)) ** 2).nonzero().squeeze(-1)
 
 
 def grid_affine(shape: Sequence[int], spacing_mm: Sequence[float]) -> torch.Tensor:
